@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both create .venv from the
+# lock file first (uv, pinned, bootstrapped into .tools/ with the system python3).
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+UV_VERSION := 0.13.9
+PYTHON ?= python3.11
+UV := .tools/bin/uv
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# Stage commands (`python -m tasks.x`, `dvc`) resolve to the project's environment.
+export PATH := $(BIN):$(PATH)
+export UV_PYTHON_DOWNLOADS := never
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install run test test-fast lint bench clean
+
+install: $(VENV)/.installed
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# The one install command; docker/ images run the same line.
+$(VENV)/.installed: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+run: install  ## the whole pipeline on the embedded dataset, no network
+	dvc repro
+	python -m tasks.summary
+
+test: install  ## every test; servers they need are started on 127.0.0.1 by the tests
+	python -m pytest
+
+test-fast: install
+	python -m pytest -m "not slow"
+
+lint: install
+	ruff check .
+	ruff format --check .
+
+bench: install  ## benchmark tables (printed, not asserted)
+	python -m benchmarks
+
+clean:
+	rm -rf data/raw data/prepared features models metrics plots figures reports runs

@@ -1,0 +1,22 @@
+"""What `make run` prints at the end: the prepared dataset (later: metrics, report path).
+
+    python -m tasks.summary [--params params.yaml]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.common import run_main
+from tasks.dataset import open_prepared
+from tasks.params import params_from_cli
+from tasks.prepare import summary
+
+
+def main() -> None:
+    params = params_from_cli(__doc__)
+    print(summary(open_prepared(Path(params.data.prepared_dir))))
+
+
+if __name__ == "__main__":
+    run_main(main)
