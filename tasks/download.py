@@ -99,7 +99,7 @@ def safe_extract_tar(archive: Path, dest: Path) -> list[str]:
     """
     dest = Path(dest).resolve()
     try:
-        tar = tarfile.open(archive, "r:*")
+        tar = tarfile.open(archive, "r:*")  # noqa: SIM115  (closed by `with tar` below)
     except (tarfile.TarError, OSError) as e:
         raise UserError(f"{archive}: not a readable tar archive ({e})") from None
     with tar:

@@ -27,6 +27,7 @@ from tasks.dataset import (
     QUARANTINE,
     QUARANTINE_COLUMNS,
     SPLITS,
+    NpyWriter,
     Prepared,
 )
 from tasks.images import decode, fit
@@ -153,11 +154,10 @@ def write_split(folder: Path, split: str, part: RawSplit, rows: np.ndarray, *,
     """Decode, fit and write one split; returns (index rows, quarantine rows, (H, W))."""
     folder.mkdir(parents=True)
     size = cfg.image_size or part.images.shape[1]
-    images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.uint8,
-                                       shape=(len(rows), size, size, 3))
     labels, index, bad = [], [], []
     workers = cfg.workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(workers) as pool, \
+            NpyWriter(folder / "images.npy", len(rows), (size, size, 3), chunk=CHUNK) as images:
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start:start + CHUNK]
             for row, result in zip(chunk, pool.map(lambda r: _load(part, r), chunk),
@@ -166,16 +166,13 @@ def write_split(folder: Path, split: str, part: RawSplit, rows: np.ndarray, *,
                     bad.append([split, part.sources[row], result])
                     continue
                 k = len(labels)
-                images[k] = fit(result, size, cfg.resize)
+                images.append(fit(result, size, cfg.resize))
                 label = relabel[int(part.labels[row])]
                 labels.append(label)
                 index.append([split, k, label, classes[label], part.sources[row],
                               hashlib.sha256(np.ascontiguousarray(result)).hexdigest(),
                               *result.shape[:2], *_extra_values(raw, part, row)])
-    images.flush()
-    del images
-    if bad:  # rows left empty by unreadable files: rewrite without them
-        _truncate(folder / "images.npy", len(labels))
+        images.close()
     np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64))
     log.info("%s: %d images at %dx%d (%d skipped)", split, len(labels), size, size, len(bad))
     return index, bad, (size, size)
@@ -189,18 +186,6 @@ def _load(part: RawSplit, row: int) -> np.ndarray | str:
         return decode(part.paths[row])
     except Exception as e:  # any decoder failure quarantines the file, whatever its kind
         return f"{type(e).__name__}: {e}"
-
-
-def _truncate(path: Path, n: int) -> None:
-    full = np.load(path, mmap_mode="r")
-    tmp = path.with_suffix(".tmp.npy")
-    short = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                      shape=(n, *full.shape[1:]))
-    for s in range(0, n, CHUNK):
-        short[s:s + CHUNK] = full[s:s + CHUNK]
-    short.flush()
-    del short, full
-    os.replace(tmp, path)
 
 
 def _extra_columns(raw: RawDataset) -> list[str]:

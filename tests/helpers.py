@@ -46,3 +46,73 @@ def write_prepared(root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
 def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     """(n, size, size, 3) uint8 noise: distinct images, no two alike."""
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def cifar_archive(path: Path, kind: str = "cifar10", *, per_batch: int = 20, n_test: int = 20,
+                  classes: list[str] | None = None, seed: int = 0) -> Path:
+    """A .tar.gz in the official "CIFAR python version" layout, with small batches.
+
+    Batches are pickled dicts with bytes keys, as in the real archives: CIFAR-10 has
+    data_batch_1..5 + test_batch + batches.meta (b'labels', b'label_names'); CIFAR-100 has
+    train + test + meta (b'fine_labels', b'coarse_labels', b'fine_label_names', ...).
+    """
+    import io
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(seed)
+    if kind == "cifar10":
+        classes = classes or ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                              "horse", "ship", "truck"]
+        folder, meta_name = "cifar-10-batches-py", "batches.meta"
+        files = {f"data_batch_{i}": per_batch for i in range(1, 6)} | {"test_batch": n_test}
+        meta = {b"label_names": [c.encode() for c in classes], b"num_cases_per_batch": per_batch}
+    else:
+        classes = classes or [f"fine{i}" for i in range(6)]
+        folder, meta_name = "cifar-100-python", "meta"
+        files = {"train": per_batch * 5, "test": n_test}
+        meta = {b"fine_label_names": [c.encode() for c in classes],
+                b"coarse_label_names": [b"coarse0", b"coarse1"]}
+    with tarfile.open(path, "w:gz") as tar:
+        def add(name: str, obj: object) -> None:
+            blob = pickle.dumps(obj, protocol=2)
+            info = tarfile.TarInfo(f"{folder}/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+
+        for name, n in files.items():
+            labels = [int(x) for x in np.arange(n) % len(classes)]
+            batch = {b"batch_label": name.encode(),
+                     b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                     b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}
+            if kind == "cifar10":
+                batch[b"labels"] = labels
+            else:
+                batch[b"fine_labels"] = labels
+                batch[b"coarse_labels"] = [x % 2 for x in labels]
+            add(name, batch)
+        add(meta_name, meta)
+    return path
+
+
+def image_tree_archive(path: Path, top: str, tree: dict[str, dict[str, int]], *,
+                       size: tuple[int, int] = (40, 30), seed: int = 0) -> Path:
+    """A .tgz of JPEGs laid out as top/<split>/<class>/<n>.JPEG (e.g. imagewoof2-320)."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    with tarfile.open(path, "w:gz") as tar:
+        for split, classes in tree.items():
+            for cls, n in classes.items():
+                for i in range(n):
+                    buf = io.BytesIO()
+                    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                    Image.fromarray(pixels).save(buf, format="JPEG")
+                    info = tarfile.TarInfo(f"{top}/{split}/{cls}/{cls}_{i}.JPEG")
+                    info.size = buf.tell()
+                    buf.seek(0)
+                    tar.addfile(info, buf)
+    return path

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.params import DataParams
 from tasks.common import atomic_write_json
+from tasks.params import DataParams
 from tasks.sources import RawDataset, RawSplit, verify_fetched, write_fetch_record
-
 
 
 def fetch(data: DataParams, out: Path) -> None:
