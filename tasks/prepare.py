@@ -53,6 +53,9 @@ def prepare(*, data: DataParams, cfg: PrepareParams) -> Prepared:
         raise ParamsError("prepare.image_size", f"null (native size) needs a source of one "
                           f"image size (digits, CIFAR); set a size in px for {data.source}")
     keep = select_classes(raw.classes, include=cfg.include, exclude=cfg.exclude)
+    if not any(np.isin(s.labels, keep).any() for s in raw.splits.values()):
+        raise UserError(f"{raw_dir}: no images of the selected classes were found (check "
+                        "data.path and prepare.include/exclude)")
     plan = plan_splits(raw, keep=keep, cfg=cfg)
     classes = [raw.classes[c] for c in keep]
     relabel = {old: new for new, old in enumerate(keep)}
@@ -120,7 +123,7 @@ def plan_splits(raw: RawDataset, *, keep: list[int], cfg: PrepareParams
 def subsample(labels: np.ndarray, rows: np.ndarray, *, cfg: PrepareParams,
               rng: np.random.Generator) -> np.ndarray:
     """Keep `fraction` and at most `max_per_class` of each class (random, seeded)."""
-    if cfg.fraction is None and cfg.max_per_class is None:
+    if (cfg.fraction is None and cfg.max_per_class is None) or len(rows) == 0:
         return rows
     out = []
     for c in np.unique(labels[rows]):
@@ -137,7 +140,7 @@ def subsample(labels: np.ndarray, rows: np.ndarray, *, cfg: PrepareParams,
 def carve(labels: np.ndarray, rows: np.ndarray, fraction: float, rng: np.random.Generator
           ) -> tuple[np.ndarray, np.ndarray]:
     """Split `rows` into (rest, carved) with `fraction` of every class carved out."""
-    rest, carved = [], []
+    rest, carved = [rows[:0]], [rows[:0]]
     for c in np.unique(labels[rows]):
         members = rng.permutation(rows[labels[rows] == c])
         k = round(len(members) * fraction)

@@ -112,3 +112,15 @@ def test_prepare_before_fetch_says_what_to_run(tmp_path):
     data = DataParams(raw_dir=str(tmp_path / "raw"), prepared_dir=str(tmp_path / "p"))
     with pytest.raises(UserError, match="tasks.fetch"):
         prepare(data=data, cfg=PrepareParams())
+
+
+def test_a_folder_without_images_is_a_clear_error(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / "src" / cls).mkdir(parents=True)
+        (tmp_path / "src" / cls / "notes.txt").write_text("no images here")
+    data = DataParams(source="folder", path=str(tmp_path / "src"),
+                      raw_dir=str(tmp_path / "raw"), prepared_dir=str(tmp_path / "p"))
+    fetch(data=data)
+    with pytest.raises(UserError, match="no images"):
+        prepare(data=data, cfg=PrepareParams(image_size=16))
+    assert not (tmp_path / "p").exists()
