@@ -1,0 +1,1 @@
+"""What `tasks.validate` runs: tables.py builds the tables (numpy), suites.py runs GX on them."""
