@@ -1,0 +1,182 @@
+"""Figures: activations and filters have the shapes of the named layers, gradient ascent
+really excites the filter, and every figure builder returns a Figure without touching disk."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from matplotlib.figure import Figure  # noqa: E402
+
+from tasks.figures import activations, curves, data, errors, filters, gradcam, png_bytes  # noqa: E402
+from tasks.figures.network import split, viewable  # noqa: E402
+from tasks.model import build_model  # noqa: E402
+
+LAYERS = ("conv1_relu", "conv2_block3_out", "conv4_block6_out")
+CLASSES = ["zero", "one", "two"]
+
+
+@pytest.fixture(scope="module")
+def chain():
+    """A project model (random ResNet-50, weights=None) at 32 px, resized to 64 inside."""
+    keras.utils.set_random_seed(0)
+    return split(build_model(num_classes=3, input_size=32, image_size=64))
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+
+@pytest.mark.slow
+def test_activations_have_the_named_layers_shapes(chain, image):
+    maps = activations.activations(chain, image, LAYERS)
+    assert list(maps) == list(LAYERS)
+    # ResNet-50 at a 64 px backbone input: /2 after conv1, /4 after conv2, /16 after conv4
+    assert {k: v.shape for k, v in maps.items()} == {
+        "conv1_relu": (32, 32, 64),
+        "conv2_block3_out": (16, 16, 256),
+        "conv4_block6_out": (4, 4, 1024),
+    }
+    for name, m in maps.items():
+        assert m.shape[-1] == chain.layer(name).output.shape[-1]
+    assert (maps["conv1_relu"] >= 0).all()  # after a ReLU
+
+
+@pytest.mark.slow
+def test_auto_gradcam_layer_is_the_deepest_block_still_wide_enough(chain, image):
+    from tasks.figures.network import deepest_block
+
+    # backbone input 64 px: conv5 blocks are 2x2, conv4 blocks 4x4, conv3 blocks 8x8
+    assert deepest_block(chain, image, min_side=2) == "conv5_block3_out"
+    assert deepest_block(chain, image, min_side=4) == "conv4_block6_out"
+    assert deepest_block(chain, image, min_side=5) == "conv3_block4_out"
+
+
+@pytest.mark.slow
+def test_first_conv_kernels_are_rgb_tiles_of_the_layer(chain):
+    tiles = filters.kernels(chain, "conv1_conv")
+    w = chain.layer("conv1_conv").get_weights()[0]  # (7, 7, 3, 64)
+    assert tiles.shape == (64, 7, 7, 3)
+    assert tiles.min() >= 0 and tiles.max() <= 1
+    # tile k is kernel k with channels flipped BGR -> RGB, min-max stretched
+    k = w[..., 5][..., ::-1]
+    np.testing.assert_allclose(tiles[5], (k - k.min()) / (k.max() - k.min()), rtol=1e-5)
+    with pytest.raises(ValueError, match="not a conv layer over 3 input channels"):
+        filters.kernels(chain, "conv2_block1_1_conv")
+
+
+@pytest.mark.slow
+def test_gradient_ascent_excites_the_chosen_filters(chain):
+    layer, chosen = "conv2_block3_out", [3, 40]
+    tap = chain.taps([layer])
+    start = np.random.default_rng(0).uniform(-20, 20, (2, 64, 64, 3)).astype("float32")
+    before = np.asarray(tap(start))  # (2, 16, 16, 256): what ascend starts from (seed 0)
+    after = np.asarray(tap(filters.ascend(chain, layer, chosen, steps=8, lr=4.0, seed=0)))
+    for row, f in enumerate(chosen):
+        assert after[row, ..., f].mean() > 2 * before[row, ..., f].mean() + 1e-3
+        others = np.delete(after[row], f, axis=-1).mean(axis=(0, 1))  # (255,)
+        assert after[row, ..., f].mean() > np.percentile(others, 90)  # it is singled out
+    pats = filters.preferred_inputs(chain, layer, chosen, steps=1, lr=1.0)
+    assert pats.shape == (2, 64, 64, 3) and pats.min() >= 0 and pats.max() <= 1
+    with pytest.raises(ValueError, match="has 256 channels"):
+        filters.preferred_inputs(chain, layer, [300], steps=1, lr=1.0)
+
+
+@pytest.mark.slow
+def test_every_figure_builder_returns_a_figure_and_writes_nothing(
+    chain, image, tmp_path, monkeypatch
+):
+    import matplotlib
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(12) % 3
+    probs = rng.dirichlet(np.ones(3), 12)
+    cm = np.array([[3, 1, 0], [0, 2, 2], [1, 0, 3]])
+    history = {
+        "phases": [
+            {
+                "name": "head",
+                "epochs": [
+                    {
+                        "epoch": i,
+                        "loss": 1 / (i + 1),
+                        "accuracy": i / 4,
+                        "val_loss": 1.2 / (i + 1),
+                        "val_accuracy": i / 5,
+                    }
+                    for i in range(3)
+                ],
+            },
+            {
+                "name": "fine_tune",
+                "epochs": [
+                    {"epoch": 0, "loss": 0.2, "accuracy": 0.9, "val_loss": 0.3, "val_accuracy": 0.8}
+                ],
+            },
+        ]
+    }
+    seen = viewable(np.asarray(chain.preprocess(image[None]))[0])
+    maps = {"a": activations.activations(chain, image, ["conv1_relu"])["conv1_relu"]}
+    maps["b"] = maps["a"] * 2
+    cams, _ = gradcam.gradcam(chain, imgs[:2], layer="conv4_block6_out")
+    pairs = [{"a": "zero", "b": "one", "total": 2}]
+    built = [
+        data.samples_figure(imgs, labels, CLASSES, per_class=3),
+        data.preprocessing_figure(image, seen, label="zero"),
+        curves.learning_curves_figure(history, title="m"),
+        curves.comparison_figure(
+            [
+                {"model": "fe", "accuracy": 0.8, "trainable_params": 6000, "augmentation": "no"},
+                {"model": "ft", "accuracy": 0.9, "trainable_params": 2e6, "augmentation": "yes"},
+            ]
+        ),
+        activations.activations_figure(maps, layer="conv1_relu", channels=4),
+        filters.kernels_figure({"a": filters.kernels(chain, "conv1_conv")}, layer="conv1_conv"),
+        filters.preferred_inputs_figure({"a": seen[None].repeat(2, 0)}, layer="x", filters=[0, 1]),
+        gradcam.gradcam_figure(imgs[:2], cams, ["x", "y"]),
+        errors.confusion_figure(cm, CLASSES),
+        errors.misclassified_figure(
+            imgs[:3], labels[:3], (labels[:3] + 1) % 3, probs[:3, 0], CLASSES
+        ),
+        errors.misclassified_figure(imgs[:0], labels[:0], labels[:0], probs[:0, 0], CLASSES),
+        errors.pairs_figure(pairs, [(list(imgs[:2]), ["zero as one", "one as zero"])]),
+    ]
+    assert os.listdir(tmp_path) == []  # nothing written
+    assert matplotlib.get_backend().lower() == "agg"
+    for fig in built:
+        assert isinstance(fig, Figure)
+        png = png_bytes(fig, dpi=40)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    assert os.listdir(tmp_path) == []
+
+
+def test_confusion_figure_shows_counts_and_rates():
+    fig = errors.confusion_figure(np.array([[3, 1], [0, 4]]), ["cat", "dog"])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "3\n75%" in texts and "1\n25%" in texts and "4\n100%" in texts
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["cat (4)", "dog (4)"]
+
+
+def test_learning_curves_put_both_phases_on_one_axis_with_the_boundary():
+    history = {
+        "phases": [
+            {
+                "name": "head",
+                "epochs": [{"loss": 1.0, "val_loss": 1.1}, {"loss": 0.8, "val_loss": 1}],
+            },
+            {"name": "fine_tune", "epochs": [{"loss": 0.5, "val_loss": 0.7}]},
+        ]
+    }
+    fig = curves.learning_curves_figure(history)
+    loss_ax = fig.axes[0]
+    train = loss_ax.lines[0]
+    assert list(train.get_xdata()) == [1, 2, 3] and list(train.get_ydata()) == [1.0, 0.8, 0.5]
+    boundaries = [ln for ln in loss_ax.lines if ln.get_linestyle() == ":"]
+    assert [ln.get_xdata()[0] for ln in boundaries] == [2.5]
