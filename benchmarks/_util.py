@@ -14,23 +14,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_measured(args: list[str], *, cwd: Path | None = None, env: dict | None = None
                  ) -> tuple[float, float]:
-    """Run `python args...` in a child; returns (wall seconds, peak RSS in MiB) of that child.
+    """Run `python -m module args...` in a child; returns (wall seconds, peak RSS in MiB).
 
-    Peak RSS is wait4's rusage of exactly that child (not of the benchmark process).
+    The peak is the child's own VmHWM (see benchmarks/_peak.py for why not rusage).
     """
-    cmd = [sys.executable, *args]
+    if args[:1] != ["-m"]:
+        raise ValueError("run_measured runs modules: ['-m', 'tasks.x', ...]")
+    peak = Path(tempfile.mkstemp(suffix=".peak")[1])
+    cmd = [sys.executable, "-m", "benchmarks._peak", str(peak), *args]
     with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: a chatty child never blocks
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd or ROOT, env={**os.environ, **(env or {})},
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        proc = subprocess.Popen(cmd, cwd=cwd or ROOT,
+                                env={**os.environ, "PYTHONPATH": path, **(env or {})},
                                 stdout=subprocess.DEVNULL, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc.wait()
         wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             err.seek(0)
             raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): "
                                f"{err.read()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024  # Linux reports KiB
+    kib = int(peak.read_text() or 0)
+    peak.unlink(missing_ok=True)
+    return wall, kib / 1024
 
 
 def table(headers: list[str], rows: list[list]) -> str:
