@@ -1,0 +1,269 @@
+"""Stage `backbone`: -> models/backbone/, the ResNet-50 base every transfer stage starts from.
+
+    python -m tasks.backbone [--set backbone.weights=source|imagenet|none|PATH|s3://B/KEY]
+
+`backbone.weights` decides where the base comes from:
+
+    source    train a *source* ResNet-50 on the prepared data with the `backbone.holdout`
+              classes removed (the embedded default, the CIFAR-10 study's design: the
+              transfer stages then bring the held-out class back)
+    imagenet  keras.applications' ImageNet weights (downloaded once into the Keras cache)
+    none      random weights
+    PATH/URI  a ResNet-50 base weights file, local or s3:// (data.s3_endpoint_url applies)
+
+Writes backbone.weights.h5 (the base, include_top=False), backbone.json (where it came
+from; for the source model its classes and val accuracy) and, for the source case,
+model.keras (the source classifier). The stage refuses to run on data whose validation
+failed. A killed source training resumes from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tasks.common import UserError, atomic_dir, atomic_write_json, file_digest, run_main
+from tasks.dataset import Prepared, open_prepared
+from tasks.params import BackboneParams, ParamsError, TrainParams, params_from_cli
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "backbone.weights.h5"  # the base's weights: every transfer stage starts here
+INFO_FILE = "backbone.json"
+SOURCE_MODEL = "model.keras"  # the source classifier (source case only)
+VALIDATION_SUMMARY = "summary.json"  # inside validate.out_dir
+
+
+def check_validation(summary: Path) -> None:
+    """Stop if the validate stage failed the data; warn if it has not run at all."""
+    if not summary.is_file():
+        log.warning("%s not found: the data was not validated (run the validate stage)", summary)
+        return
+    if not json.loads(summary.read_text()).get("passed", False):
+        raise UserError(
+            f"{summary}: the prepared data failed validation; fix the data (see "
+            "the report beside it) before training"
+        )
+
+
+def backbone_weights_path(cfg: BackboneParams) -> Path:
+    """The stage's main output, as the transfer stages read it."""
+    return Path(cfg.out_dir) / WEIGHTS_FILE
+
+
+def build_backbone_stage(
+    *,
+    prepared: Prepared,
+    cfg: BackboneParams,
+    train: TrainParams,
+    s3_endpoint_url: str | None,
+    out: Path,
+) -> dict:
+    """Produce `out` (weights + info, + the source model); returns the info written."""
+    from tasks import hardware
+    from tasks.model import backbone_of, build_backbone
+
+    _, strategy = hardware.setup(
+        mixed_precision=train.mixed_precision, xla=train.xla, distribute=train.distribute
+    )
+    with atomic_dir(out) as tmp:
+        if cfg.weights == "source":
+            with strategy.scope():
+                model, info = train_source(prepared=prepared, cfg=cfg, train=train)
+            model.save(tmp / SOURCE_MODEL)
+            base = backbone_of(model)
+        else:
+            with tempfile.TemporaryDirectory() as scratch:
+                weights = resolve_weights(
+                    cfg.weights, scratch=Path(scratch), s3_endpoint_url=s3_endpoint_url
+                )
+                with strategy.scope():
+                    base = build_backbone(weights)
+                info = {"weights": cfg.weights}
+                if isinstance(weights, Path):  # the file as given, before Keras re-saves it
+                    info["source_sha256"] = file_digest(weights)
+        base.save_weights(tmp / WEIGHTS_FILE)
+        info = {
+            **info,
+            "image_size": train.image_size,
+            "weights_file": WEIGHTS_FILE,
+            "weights_sha256": file_digest(tmp / WEIGHTS_FILE),
+        }
+        atomic_write_json(tmp / INFO_FILE, info)
+    return info
+
+
+def resolve_weights(spec: str, *, scratch: Path, s3_endpoint_url: str | None) -> str | Path | None:
+    """`backbone.weights` -> what `tasks.model.build_backbone` takes."""
+    if spec == "none":
+        return None
+    if spec == "imagenet":
+        return "imagenet"
+    if spec.startswith("s3://"):
+        return download_s3_object(spec, scratch / Path(spec).name, endpoint_url=s3_endpoint_url)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"backbone.weights = {spec}: no such file (give source, imagenet, none,"
+            " a weights file path or an s3:// URI)"
+        )
+    return path
+
+
+def download_s3_object(uri: str, dest: Path, *, endpoint_url: str | None) -> Path:
+    """Download one object; every failure a user can fix is one clear line."""
+    import botocore.exceptions as bx
+
+    from tasks.sources.folder import s3_client
+
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket or not key or key.endswith("/"):
+        raise UserError(f"backbone.weights = {uri}: expected s3://bucket/path/to/file.weights.h5")
+    try:
+        s3_client(endpoint_url).download_file(bucket, key, str(dest))
+    except bx.NoCredentialsError:
+        raise UserError(
+            "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE) in the environment"
+        ) from None
+    except bx.EndpointConnectionError as e:
+        raise UserError(f"cannot reach the S3 endpoint ({e}); check data.s3_endpoint_url") from None
+    except bx.ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        raise UserError(
+            f"backbone.weights = {uri}: S3 error {code or e} (check the bucket, "
+            "key and credentials)"
+        ) from None
+    return dest
+
+
+def source_split(
+    prepared: Prepared, split: str, keep: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images memmap, labels renumbered over `keep` (-1 elsewhere), rows to use)."""
+    labels = prepared.labels(split)
+    renumber = np.full(len(prepared.classes), -1, dtype=np.int64)
+    renumber[keep] = np.arange(len(keep))
+    relabeled = renumber[labels]
+    return prepared.images(split), relabeled, np.flatnonzero(relabeled >= 0)
+
+
+def train_source(*, prepared: Prepared, cfg: BackboneParams, train: TrainParams):
+    """Train the source classifier (base from random weights) without the held-out classes."""
+    import keras
+
+    from tasks import training
+    from tasks.model import backbone_of, build_model
+
+    classes = prepared.classes
+    unknown = [c for c in cfg.holdout if c not in classes]
+    if unknown:
+        raise ParamsError(
+            "backbone.holdout",
+            f"{unknown} not in the dataset; its classes are: {', '.join(classes)}",
+        )
+    keep = [i for i, c in enumerate(classes) if c not in cfg.holdout]
+    if len(keep) < 2:
+        raise ParamsError("backbone.holdout", "leaves fewer than 2 classes to train on")
+    keras.utils.set_random_seed(train.seed)
+    x, y, rows = source_split(prepared, "train", keep)
+    vx, vy, vrows = source_split(prepared, "val", keep)
+    if not len(vrows):
+        raise UserError("the source model needs a validation split; set prepare.val_fraction")
+    data = {"num_classes": len(keep), "batch_size": cfg.batch_size}
+    train_ds = training.array_dataset(x, y, rows=rows, shuffle=True, seed=train.seed, **data)
+    val_ds = training.array_dataset(vx, vy, rows=vrows, **data)
+    # base_training=None: a base learning from random weights must train its BatchNorm
+    model = build_model(
+        num_classes=len(keep),
+        input_size=prepared.image_size,
+        image_size=train.image_size,
+        base_training=None,
+        seed=train.seed,
+    )
+    for layer in backbone_of(model).layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = cfg.bn_momentum  # read when the train step is traced
+    training.compile_model(model, optimizer=train.optimizer, learning_rate=cfg.learning_rate)
+    fingerprint = _fingerprint(
+        cfg,
+        prepared.info,
+        train.image_size,
+        train.optimizer,
+        train.seed,
+        train.reduce_lr_patience,
+        train.reduce_lr_factor,
+        train.min_lr,
+    )
+    state = Path(train.checkpoint_dir) / "backbone"
+    rows_log = training.fit_phase(
+        model,
+        train_ds,
+        val_ds,
+        name="source",
+        epochs=cfg.epochs,
+        state_dir=state,
+        fingerprint=fingerprint,
+        patience=cfg.patience,
+        reduce_lr_patience=train.reduce_lr_patience,
+        reduce_lr_factor=train.reduce_lr_factor,
+        min_lr=train.min_lr,
+    )
+    _, val_acc = model.evaluate(val_ds, verbose=0)
+    log.info(
+        "source model: val accuracy %.4f on %d classes (held out: %s)",
+        val_acc,
+        len(keep),
+        ", ".join(cfg.holdout),
+    )
+    if val_acc < cfg.min_val_accuracy:
+        raise UserError(
+            f"the source model reached val accuracy {val_acc:.3f} < "
+            f"backbone.min_val_accuracy {cfg.min_val_accuracy}; train longer "
+            "(backbone.epochs) or tune backbone.learning_rate"
+        )
+    training.discard_state(state)
+    info = {
+        "weights": "source",
+        "holdout": list(cfg.holdout),
+        "classes": [classes[i] for i in keep],
+        "val_accuracy": round(float(val_acc), 4),
+        "epochs": len(rows_log),
+        "seconds": round(sum(r["seconds"] for r in rows_log), 1),
+        "history": rows_log,
+    }
+    return model, info
+
+
+def _fingerprint(*parts) -> str:
+    import hashlib
+
+    text = json.dumps([repr(p) for p in parts], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def main() -> None:
+    params = params_from_cli(__doc__)
+    check_validation(Path(params.validate.out_dir) / VALIDATION_SUMMARY)
+    prepared = open_prepared(params.data.prepared_dir)
+    info = build_backbone_stage(
+        prepared=prepared,
+        cfg=params.backbone,
+        train=params.train,
+        s3_endpoint_url=params.data.s3_endpoint_url,
+        out=Path(params.backbone.out_dir),
+    )
+    extra = (
+        f", val accuracy {info['val_accuracy']:.4f} without {info['holdout']}"
+        if "val_accuracy" in info
+        else ""
+    )
+    print(f"backbone  {info['weights']} -> {backbone_weights_path(params.backbone)}{extra}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,333 @@
+"""Training machinery shared by the backbone and train stages.
+
+- `array_dataset`: a tf.data pipeline over memory-mapped uint8 arrays (or cached features):
+  only a shuffled index is held in memory, each batch is read from disk as uint8, so a
+  dataset never becomes a float32 copy.
+- `build_augment`, `compile_model`: augmentation layers and optimizer/loss from params.
+- `fit_phase`: `model.fit` that can be killed and re-run. Each finished epoch leaves the
+  weights (with optimizer state), the history rows and the early-stopping / lr-reduction
+  counters in a state folder; a re-run with the same command continues after the last
+  finished epoch. A finished phase is remembered too, so a kill in phase 2 does not redo
+  phase 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tasks.common import atomic_write_json
+from tasks.params import AugmentParams
+
+log = logging.getLogger(__name__)
+
+STATE = "state.json"
+# sets up to this size are gathered from one in-memory tensor (CIFAR-10 at 32 px: 150 MiB);
+# larger ones are read batch by batch from the memmap
+IN_MEMORY_BYTES = 256 << 20
+
+
+def array_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    num_classes: int,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    rows: np.ndarray | None = None,
+) -> tf.data.Dataset:
+    """Batches (x[i], one_hot(y[i])) for i in `rows` (default all), reshuffled each epoch.
+
+    Sets up to IN_MEMORY_BYTES are held as one tensor in x's dtype and batches are gathered
+    in the graph (no Python per batch). Larger ones stay memory-mapped: only the batch
+    being read is in memory, still as uint8. Never a float32 copy of the set.
+    """
+    rows = np.arange(len(x)) if rows is None else np.asarray(rows, dtype=np.int64)
+    eye = np.eye(num_classes, dtype=np.float32)
+    if x.nbytes <= IN_MEMORY_BYTES:
+        xt, yt = tf.constant(np.asarray(x)), tf.constant(np.asarray(y, dtype=np.int64))
+
+        def fetch(idx):
+            return tf.gather(xt, idx), tf.one_hot(tf.gather(yt, idx), num_classes)
+    else:
+        fetch = _memmap_fetch(x, y, eye, num_classes)
+    ds = tf.data.Dataset.from_tensor_slices(rows)
+    if shuffle:
+        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(fetch, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _memmap_fetch(x: np.ndarray, y: np.ndarray, eye: np.ndarray, num_classes: int):
+    def load(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.sort(idx)  # read the memmap in file order; order inside a batch is moot
+        return np.asarray(x[idx]), eye[y[idx]]
+
+    def fetch(idx):
+        xb, yb = tf.numpy_function(load, [idx], [tf.as_dtype(x.dtype), tf.float32])
+        xb.set_shape((None, *x.shape[1:]))
+        yb.set_shape((None, num_classes))
+        return xb, yb
+
+    return fetch
+
+
+def build_augment(cfg: AugmentParams, *, seed: int) -> keras.Sequential | None:
+    """Random layers on 0..255 RGB images (identity outside training), or None if off."""
+    if not cfg.enabled:
+        return None
+    layers = keras.layers
+    chosen: list = []
+    if cfg.flip != "none":
+        chosen.append(layers.RandomFlip(cfg.flip, seed=seed))
+    if cfg.translate:
+        chosen.append(
+            layers.RandomTranslation(
+                cfg.translate, cfg.translate, fill_mode=cfg.fill_mode, seed=seed
+            )
+        )
+    if cfg.rotation:
+        chosen.append(layers.RandomRotation(cfg.rotation, fill_mode=cfg.fill_mode, seed=seed))
+    if cfg.zoom:
+        chosen.append(layers.RandomZoom(cfg.zoom, fill_mode=cfg.fill_mode, seed=seed))
+    if cfg.contrast:
+        chosen.append(layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed))
+    return keras.Sequential(chosen, name="augment") if chosen else None
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9)
+    return {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "rmsprop": keras.optimizers.RMSprop,
+    }[name](learning_rate)
+
+
+def compile_model(
+    model: keras.Model,
+    *,
+    optimizer: str,
+    learning_rate: float,
+    label_smoothing: float = 0.0,
+    jit_compile: bool = False,
+) -> None:
+    """(Re)compile: needed after every change of `trainable` to take effect."""
+    model.compile(
+        optimizer=make_optimizer(optimizer, learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+
+
+def verbosity() -> int:
+    """Keras progress bars on a terminal, one line per epoch in logs."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """Saves the phase state after every epoch; restores the counters of the other callbacks."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        state: dict,
+        fingerprint: str,
+        early: keras.callbacks.EarlyStopping,
+        reduce: keras.callbacks.ReduceLROnPlateau,
+    ):
+        super().__init__()
+        self.dir, self.state, self.fingerprint = state_dir, state, fingerprint
+        self.early, self.reduce = early, reduce
+        self.rows: list[dict] = list(state.get("rows", []))
+        self.started = 0.0
+        self.lr = 0.0
+
+    def on_train_begin(self, logs=None) -> None:
+        # runs after EarlyStopping/ReduceLROnPlateau reset themselves (they come first)
+        for cb, key in ((self.early, "early"), (self.reduce, "reduce")):
+            for attr, value in self.state.get(key, {}).items():
+                setattr(cb, attr, value)
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        self.started = time.perf_counter()
+        self.lr = current_lr(self.model)
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        logs = logs or {}
+        row = {
+            "epoch": epoch + 1,
+            **{k: _num(logs.get(k)) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
+            "lr": self.lr,
+            "seconds": round(time.perf_counter() - self.started, 3),
+        }
+        self.rows.append(row)
+        best = self.state.get("best_val_loss")
+        if row["val_loss"] is not None and (best is None or row["val_loss"] < best):
+            self.state["best_val_loss"], self.state["best_epoch"] = row["val_loss"], epoch + 1
+            _save_weights(self.model, self.dir / "best.weights.h5")
+        name = f"epoch-{epoch + 1:04d}.weights.h5"
+        _save_weights(self.model, self.dir / name)
+        old = self.state.get("weights")
+        self.state.update(
+            fingerprint=self.fingerprint,
+            epoch=epoch + 1,
+            weights=name,
+            rows=self.rows,
+            early={
+                "wait": self.early.wait,
+                "best": _num(self.early.best),
+                "best_epoch": self.early.best_epoch,
+            },
+            reduce={
+                "wait": self.reduce.wait,
+                "best": _num(self.reduce.best),
+                "cooldown_counter": self.reduce.cooldown_counter,
+            },
+        )
+        atomic_write_json(self.dir / STATE, self.state)  # the commit point of the epoch
+        if old and old != name:
+            (self.dir / old).unlink(missing_ok=True)
+
+
+def fit_phase(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    val: tf.data.Dataset,
+    *,
+    name: str,
+    epochs: int,
+    state_dir: Path,
+    fingerprint: str,
+    patience: int,
+    reduce_lr_patience: int,
+    reduce_lr_factor: float,
+    min_lr: float,
+    tensorboard_dir: Path | None = None,
+    baseline_val_loss: float | None = None,
+) -> list[dict]:
+    """Train a compiled model for one phase, resumably; returns the per-epoch history rows.
+
+    Ends with the best-val-loss weights loaded. With `baseline_val_loss` (the val loss the
+    model starts from, e.g. after phase 1) an epoch must beat it to count, so a phase that
+    only overfits leaves the starting weights in place. `fingerprint` names the
+    configuration: a state left by another configuration is discarded, not resumed.
+    """
+    state_dir = Path(state_dir) / name
+    state = _read_state(state_dir, fingerprint)
+    if state.get("done"):
+        log.info(
+            "phase %s: already finished (%d epochs), loading its weights", name, len(state["rows"])
+        )
+        _load_weights(model, state_dir / state["weights"])
+        return state["rows"]
+    start = 0
+    if state:
+        _load_weights(model, state_dir / state["weights"])
+        start = int(state["epoch"])
+        log.info("phase %s: resuming after epoch %d from %s", name, start, state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if not state and baseline_val_loss is not None:  # the start is "epoch 0" to beat
+        _save_weights(model, state_dir / "best.weights.h5")
+        state = {"best_val_loss": baseline_val_loss, "best_epoch": 0}
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
+    reduce = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", factor=reduce_lr_factor, patience=reduce_lr_patience, min_lr=min_lr
+    )
+    checkpoint = _Checkpoint(state_dir, state, fingerprint, early, reduce)
+    callbacks = [early, reduce, checkpoint]
+    if tensorboard_dir is not None and tensorboard_available():
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir / name)))
+    stopped = state.get("early", {}).get("wait", 0) >= patience
+    if start < epochs and not stopped:
+        model.fit(
+            train,
+            validation_data=val,
+            epochs=epochs,
+            initial_epoch=start,
+            callbacks=callbacks,
+            verbose=verbosity(),
+        )
+    if (state_dir / "best.weights.h5").is_file():  # the best epoch, not the last one
+        _load_weights(model, state_dir / "best.weights.h5")
+        log.info(
+            "phase %s: best val_loss %.4f at epoch %s",
+            name,
+            checkpoint.state["best_val_loss"],
+            checkpoint.state["best_epoch"],
+        )
+    _save_weights(model, state_dir / "final.weights.h5")
+    final = {
+        **checkpoint.state,
+        "done": True,
+        "weights": "final.weights.h5",
+        "rows": checkpoint.rows,
+        "fingerprint": fingerprint,
+    }
+    atomic_write_json(state_dir / STATE, final)
+    return checkpoint.rows
+
+
+def tensorboard_available() -> bool:
+    """TensorBoard logs need the `tensorboard` package; without it training goes on."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        return True
+    if not getattr(tensorboard_available, "warned", False):
+        log.warning("the tensorboard package is not installed: no TensorBoard logs")
+        tensorboard_available.warned = True
+    return False
+
+
+def current_lr(model: keras.Model) -> float:
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+def discard_state(state_dir: Path) -> None:
+    """Remove a run's resume state once its outputs are safely written."""
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _read_state(state_dir: Path, fingerprint: str) -> dict:
+    path = state_dir / STATE
+    if not path.is_file():
+        return {}
+    state = json.loads(path.read_text())
+    if state.get("fingerprint") != fingerprint or not (state_dir / state["weights"]).is_file():
+        log.warning("phase state in %s is from another configuration: starting over", state_dir)
+        shutil.rmtree(state_dir)
+        return {}
+    return state
+
+
+def _save_weights(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # keeps the .weights.h5 suffix
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def _load_weights(model: keras.Model, path: Path) -> None:
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)  # its state is in the file too
+    model.load_weights(path)
+
+
+def _num(v) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v

@@ -1,0 +1,73 @@
+"""A tiny training project for the training tests: 3 classes, 32 px, random-weight base.
+
+Everything lives under one tmp folder; `params.yaml` there points every stage at it, so a
+test can call the stage functions in-process or run `python -m tasks.<stage>` on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from tasks.params import Params, load_params
+from tests.helpers import write_prepared
+
+CLASSES = ["dark", "mid", "bright"]
+SIZE = 32
+
+
+def class_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 32, 32, 3) uint8 images whose brightness tells the class, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % len(CLASSES)
+    base = (labels * 100 + 20)[:, None, None, None]
+    images = np.clip(base + rng.integers(-20, 21, (n, SIZE, SIZE, 3)), 0, 255)
+    return images.astype(np.uint8), labels
+
+
+def make_project(
+    root: Path,
+    base_weights: Path,
+    *,
+    n: tuple[int, int, int] = (24, 9, 9),
+    train: dict | None = None,
+    backbone: dict | None = None,
+) -> Path:
+    """Write prepared data, the backbone output and params.yaml under `root`; returns it."""
+    splits = {
+        s: class_images(k, seed=i)
+        for i, (s, k) in enumerate(zip(("train", "val", "test"), n, strict=True))
+    }
+    write_prepared(root / "prepared", splits, CLASSES)
+    (root / "backbone").mkdir(parents=True, exist_ok=True)
+    target = root / "backbone" / "backbone.weights.h5"
+    if not target.exists():
+        target.symlink_to(base_weights)
+    params = {
+        "data": {"prepared_dir": str(root / "prepared")},
+        "validate": {"out_dir": str(root / "validation")},
+        "backbone": {
+            "out_dir": str(root / "backbone"),
+            "batch_size": 8,
+            "epochs": 1,
+            **(backbone or {}),
+        },
+        "train": {
+            "features_dir": str(root / "features"),
+            "models_dir": str(root / "models"),
+            "checkpoint_dir": str(root / "checkpoints"),
+            "batch_size": 8,
+            "epochs": 2,
+            "image_size": SIZE,
+            "fine_tune": {"epochs": 1},
+            **(train or {}),
+        },
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def project_params(root: Path, **overrides) -> Params:
+    return load_params(root / "params.yaml", overrides)
