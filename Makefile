@@ -25,8 +25,8 @@ $(VENV)/.installed: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
 	touch $@
 
-run: install  ## the whole pipeline on the embedded dataset, no network
-	dvc repro
+run: install  ## the whole pipeline on the embedded dataset, no network (the sweep: `dvc repro sweep`)
+	dvc repro publish
 	python -m tasks.summary
 
 test: install  ## every test; servers they need are started on 127.0.0.1 by the tests
@@ -41,6 +41,11 @@ lint: install
 
 bench: install  ## benchmark tables (printed, not asserted)
 	python -m benchmarks
+
+AIRFLOW_PORT ?= 8080
+.PHONY: airflow
+airflow: install  ## Airflow on 127.0.0.1 with the project's DAGs (SQLite, LocalExecutor); prints the login
+	python dags/resnet_retrain/standalone.py --port $(AIRFLOW_PORT)
 
 clean:
 	rm -rf data/raw data/prepared features models metrics plots figures reports runs

@@ -111,37 +111,327 @@ class PrepareParams:
 
 @dataclass(frozen=True)
 class ValidateParams:
-    pass
+    # What is checked lives in the suites (expectations/*.json, reviewed in diffs); how strict
+    # lives here: a suite names these keys as {"$PARAMETER": "<key>"} and they are filled in
+    # at run time, so one suite serves every dataset. A literal in a suite is a fixed rule.
+    expectations_dir: str = "expectations"  # every *.json suite in it is run
+    out_dir: str = "reports/validation"  # summary.json, index.html, results.json + docs/ (GX)
+    min_per_class: int = 10  # images of every class in every split
+    min_class_ratio: float = 0.5  # smallest class / largest class, in every split
+    max_quarantine_share: float = 0.01  # unreadable files / all files, in every split
+    min_pixel_range: int = 1  # max - min pixel value; below it an image is constant (all black)
+    splits: tuple[Literal["train", "val", "test"], ...] = ("train", "val", "test")  # must exist
+    # expectation name -> error (stops the run) | warning (reported); overrides the suite's
+    severity: dict[str, str] = field(default_factory=dict)
+    examples: int = 5  # failing rows shown per check; hash checks: images + every copy
+
+    def __post_init__(self) -> None:
+        check(self.min_per_class >= 1, "min_per_class", f"{self.min_per_class}: must be >= 1")
+        check(0 <= self.min_class_ratio <= 1, "min_class_ratio",
+              f"{self.min_class_ratio} is out of range: must be in [0, 1]")
+        check(0 <= self.max_quarantine_share <= 1, "max_quarantine_share",
+              f"{self.max_quarantine_share} is out of range: must be in [0, 1]")
+        check(0 <= self.min_pixel_range <= 255, "min_pixel_range",
+              f"{self.min_pixel_range} is out of range: must be 0..255")
+        check(len(set(self.splits)) == len(self.splits), "splits", "lists a split twice")
+        for name, level in self.severity.items():
+            check(level in ("error", "warning"), f"severity.{name}",
+                  f"{level!r} is not allowed; allowed values: error, warning")
+        check(1 <= self.examples <= 100, "examples", f"{self.examples}: must be 1..100")
+
+
+# --- sections: backbone and train (tasks/backbone.py, tasks/features.py, tasks/train.py) ---
+
+RESNET50_LAYERS = 175  # layers of the ResNet-50 base below its input (include_top=False, avg)
+RESNET50_STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
+Unfreeze = int | str  # a top-layer count, a stage name from RESNET50_STAGES, or "all"
+
+
+def _check_unfreeze(value: Unfreeze, key: str) -> None:
+    if isinstance(value, int):
+        check(0 <= value <= RESNET50_LAYERS, key, f"{value} is out of range: ResNet-50 has "
+              f"{RESNET50_LAYERS} layers; give 0..{RESNET50_LAYERS}, a stage name or all")
+    else:
+        check(value == "all" or value in RESNET50_STAGES, key, f"{value!r} is not a layer count,"
+              f" a stage name ({', '.join(RESNET50_STAGES)}) or all")
 
 
 @dataclass(frozen=True)
 class BackboneParams:
-    pass
+    # source: train a *source* ResNet-50 on the prepared data without the `holdout` classes
+    # (the embedded default: no ImageNet here); imagenet: the Keras download/cache; none:
+    # random; or a path / s3:// URI of a ResNet-50 base weights file (.weights.h5 or .h5)
+    weights: str = "source"
+    holdout: tuple[str, ...] = ("9",)  # classes the source model never sees (the "ship" role)
+    out_dir: str = "models/backbone"  # backbone.weights.h5, backbone.json (+ model.keras)
+    epochs: int = 10  # source model: at most (6 reached 93% val on the digits)
+    learning_rate: float = 3e-4  # source model, Adam (SGD 0.05 / Adam 1e-3 did much worse)
+    batch_size: int = 32
+    patience: int = 4  # source model: early-stopping patience on val loss, in epochs
+    # source model's BatchNorm momentum: Keras' 0.99 averages over ~100 steps, so on a small
+    # set the moving statistics lag the weights for many epochs (val accuracy stuck at chance
+    # while train accuracy is 95%); 0.9 tracks them within an epoch
+    bn_momentum: float = 0.9
+    min_val_accuracy: float = 0.0  # fail the stage if the source model validates below this
+
+    def __post_init__(self) -> None:
+        check(bool(self.weights.strip()), "weights", "give source, imagenet, none or a path")
+        check(self.weights != "source" or bool(self.holdout), "holdout",
+              "the source model needs at least one held-out class")
+        check(self.epochs >= 1, "epochs", f"{self.epochs} is out of range: must be >= 1")
+        check(0 < self.learning_rate < 1, "learning_rate",
+              f"{self.learning_rate} is out of range: must be in (0, 1)")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.patience >= 1, "patience", "must be >= 1")
+        check(0 < self.bn_momentum < 1, "bn_momentum", f"{self.bn_momentum}: must be in (0, 1)")
+        check(0 <= self.min_val_accuracy <= 1, "min_val_accuracy", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    enabled: bool = False  # Keras random layers inside the model, active only in training
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    translate: float = 0.1  # max shift, share of the side (0 = off)
+    rotation: float = 0.05  # max rotation, share of a full turn (0 = off)
+    zoom: float = 0.1  # max zoom in/out, share of the side (0 = off)
+    contrast: float = 0.1  # max contrast change factor (0 = off)
+    fill_mode: Literal["constant", "reflect", "nearest", "wrap"] = "constant"  # uncovered px
+
+    def __post_init__(self) -> None:
+        for key in ("translate", "rotation", "zoom", "contrast"):
+            v = getattr(self, key)
+            check(0 <= v < 1, key, f"{v} is out of range: must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class FineTuneParams:
+    learning_rate: float = 1e-5  # phase 2: small, so unfrozen layers move gently
+    epochs: int = 5  # phase 2 epochs at most (early stopping may end it sooner)
+
+    def __post_init__(self) -> None:
+        check(0 < self.learning_rate < 1, "learning_rate",
+              f"{self.learning_rate} is out of range: must be in (0, 1)")
+        check(self.epochs >= 0, "epochs", f"{self.epochs} is out of range: must be >= 0")
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    unfreeze: tuple[Unfreeze, ...] = (1, 3, 6, 12, 15, 25)  # top-N layers, one run each
+    augment: tuple[bool, ...] = (False, True)  # each N without and with augmentation
+
+    def __post_init__(self) -> None:
+        check(bool(self.unfreeze), "unfreeze", "give at least one value")
+        for i, v in enumerate(self.unfreeze):
+            _check_unfreeze(v, f"unfreeze[{i}]")
+        check(bool(self.augment), "augment", "give at least one of false, true")
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    pass
+    strategy: Literal["feature_extraction", "fine_tune", "sweep"] = "fine_tune"
+    image_size: int = 32  # side the backbone sees; images are resized inside the model
+    units: tuple[int, ...] = ()  # hidden Dense layers of the head, e.g. [128, 64]; [] = softmax
+    activation: str = "relu"  # of the hidden Dense layers
+    dropout: float = 0.0  # before each Dense of the head
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = 1e-3  # phase 1 (head, frozen base)
+    batch_size: int = 32  # global batch (split across GPUs)
+    epochs: int = 30  # phase 1 epochs at most; cheap on cached features
+    label_smoothing: float = 0.0
+    patience: int = 5  # early stopping on val loss, in epochs (best weights restored)
+    reduce_lr_patience: int = 2  # epochs without val-loss progress before lr *= factor
+    reduce_lr_factor: float = 0.5
+    min_lr: float = 1e-7
+    unfreeze: Unfreeze = "conv5"  # fine_tune phase 2: top N layers, a stage and above, or all
+    fine_tune: FineTuneParams = field(default_factory=FineTuneParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    sweep: SweepParams = field(default_factory=SweepParams)
+    features_dir: str = "features"  # cached embeddings (the features stage's output)
+    models_dir: str = "models"  # <strategy>/ or sweep/unfreeze-<N>-aug-<yes|no>/ inside
+    checkpoint_dir: str = "models/.checkpoints"  # per-run resume state, removed on success
+    seed: int = 42  # weights init, shuffling, dropout, augmentation
+    mixed_precision: Literal["auto", "off", "mixed_float16", "mixed_bfloat16"] = "auto"
+    xla: Literal["auto", "on", "off"] = "auto"  # auto: on with a GPU, off on CPU
+    distribute: Literal["auto", "off", "mirrored"] = "auto"  # auto: mirrored if > 1 GPU
+
+    def __post_init__(self) -> None:
+        check(32 <= self.image_size <= 1024, "image_size",
+              f"{self.image_size} is out of range: ResNet-50 needs 32..1024 px")
+        check(all(u >= 1 for u in self.units), "units", "every Dense width must be >= 1")
+        check(0 <= self.dropout < 1, "dropout", f"{self.dropout} is out of range: [0, 1)")
+        check(0 < self.learning_rate < 1, "learning_rate",
+              f"{self.learning_rate} is out of range: must be in (0, 1)")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.epochs >= 1, "epochs", f"{self.epochs} is out of range: must be >= 1")
+        check(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
+        check(self.patience >= 1, "patience", "must be >= 1")
+        check(self.reduce_lr_patience >= 1, "reduce_lr_patience", "must be >= 1")
+        check(0 < self.reduce_lr_factor < 1, "reduce_lr_factor", "must be in (0, 1)")
+        check(0 <= self.min_lr < self.learning_rate, "min_lr", "must be in [0, learning_rate)")
+        _check_unfreeze(self.unfreeze, "unfreeze")
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    pass
+    # Model folders to score, inside train.models_dir (globs allowed). A glob that matches
+    # nothing is skipped (the sweep is optional); a plain name that is missing is an error.
+    models: tuple[str, ...] = ("feature_extraction", "fine_tune", "sweep/*")
+    split: Literal["test", "val"] = "test"  # the held-out split the metrics are measured on
+    out_dir: str = "metrics"  # metrics.json (DVC metrics) + per-model plot data
+    batch_size: int = 64  # images per predict() call; bounds memory at any image size
+    top_k: int = 5  # top-k accuracy, reported only when there are more than k classes
+    confused_pairs: int = 10  # most-confused class pairs kept in the leakage table
+
+    def __post_init__(self) -> None:
+        check(len(self.models) > 0, "models", "give at least one model folder")
+        check(self.batch_size >= 1, "batch_size", f"{self.batch_size}: must be >= 1")
+        check(self.top_k >= 2, "top_k", f"{self.top_k}: must be >= 2")
+        check(self.confused_pairs >= 1, "confused_pairs",
+              f"{self.confused_pairs}: must be >= 1")
 
 
 @dataclass(frozen=True)
 class VisualizeParams:
-    pass
+    # Models drawn one by one (activations, filters, Grad-CAM, errors), inside
+    # train.models_dir; every evaluated model still appears in the comparison.
+    models: tuple[str, ...] = ("feature_extraction", "fine_tune")
+    source_model: bool = True  # also draw backbone.out_dir/model.keras (the source
+    #                            classifier) in activations and filters, when it exists
+    out_dir: str = "figures"  # PNGs, one file per figure
+    report: str = "reports/report.html"  # self-contained: figures embedded as base64
+    validation_summary: str = "reports/validation/summary.json"  # shown if present
+    run_id: str | None = None  # None = UTC time + short git commit; Airflow passes its run id
+    seed: int = 0  # which samples / images are drawn
+    dpi: int = 100  # PNG resolution; 100 keeps the report small, 200 for print
+    samples_per_class: int = 8  # EDA grid columns
+    image_index: int = 0  # test image used for activations and the preprocessing pair
+    activation_layers: tuple[str, ...] = ("conv1_relu", "conv2_block3_out", "conv3_block4_out",
+                                          "conv4_block6_out", "conv5_block3_out")
+    activation_channels: int = 8  # feature maps shown per layer and model
+    first_conv_layer: str = "conv1_conv"  # its kernels are drawn as RGB tiles
+    filter_layers: tuple[str, ...] = ("conv3_block4_out",)  # gradient-ascent patterns
+    filter_indices: tuple[int, ...] = (0, 1, 2, 3)  # channels of each filter layer
+    ascent_steps: int = 30  # gradient-ascent iterations per filter
+    ascent_lr: float = 3.0  # RMS change per pixel and step, in caffe-preprocessed units
+    gradcam_layer: str = "auto"  # a layer name, or auto: the deepest block output at least
+    gradcam_min_side: int = 4  # this many px wide (ResNet-50's conv5 is 1x1 at 32 px input)
+    gradcam_images: int = 8  # test images overlaid, half correct and half wrong
+    misclassified: int = 16  # most confidently wrong test images in the grid
+    pairs_shown: int = 4  # most-confused class pairs drawn with examples
+    pair_examples: int = 4  # example images per confused pair
+
+    def __post_init__(self) -> None:
+        check(self.dpi >= 30, "dpi", f"{self.dpi}: must be >= 30")
+        for key in ("samples_per_class", "activation_channels", "ascent_steps",
+                    "gradcam_images", "misclassified", "pairs_shown", "pair_examples"):
+            v = getattr(self, key)
+            check(1 <= v <= 256, key, f"{v} is out of range: must be 1..256")
+        check(self.image_index >= 0, "image_index", "must be >= 0")
+        check(self.ascent_lr > 0, "ascent_lr", "must be > 0")
+        check(all(i >= 0 for i in self.filter_indices), "filter_indices",
+              "channel numbers must be >= 0")
+        check(bool(self.activation_layers), "activation_layers", "name at least one layer")
+        check(self.gradcam_min_side >= 1, "gradcam_min_side", "must be >= 1")
 
 
 @dataclass(frozen=True)
 class PublishParams:
-    pass
+    # Where runs go: a local folder (the default, so `make run` needs no server), file:///path
+    # or s3://bucket/prefix. Layout: <dest>/runs/<run_id>/..., <dest>/champion.json.
+    destination: str = "published"
+    endpoint_url: str | None = None  # S3-compatible endpoint (MinIO); None = AWS_ENDPOINT_URL / AWS
+    profile: str | None = None  # AWS profile; None = env credentials / default chain
+    run_id: str | None = None  # None = UTC time + short git commit; Airflow passes its run id
+    artifacts: tuple[str, ...] = ("models/feature_extraction", "models/fine_tune", "metrics",
+                                  "figures", "reports/report.html", "reports/validation")
+    model: str = "models/fine_tune"  # the model folder the champion gate scores and points at
+    # compared on the test split (tasks.evaluate's definitions; recall_macro = balanced accuracy)
+    metric: Literal["accuracy", "f1_macro", "recall_macro"] = "accuracy"
+    min_improvement: float = 0.0  # the new model replaces the champion if it beats it by more
+    batch_size: int = 64  # images per predict() call when scoring
+    record: str = "reports/publish.json"  # what this run published and the gate's decision
+    retries: int = 5  # attempts per S3 call, exponential backoff between them
+    backoff: float = 1.0  # seconds before the 2nd attempt, doubling after each failure
+    timeout: float = 30.0  # seconds to connect / read before an S3 attempt fails
+    multipart_threshold_mb: int = 64  # files this large or larger go up in parts
+    multipart_chunk_mb: int = 16  # part size (S3 minimum 5)
+
+    def __post_init__(self) -> None:
+        check(bool(self.destination.strip()), "destination",
+              "give a folder, file:///path or s3://bucket/prefix")
+        check(self.run_id is None or _is_run_id(self.run_id), "run_id",
+              f"{self.run_id!r}: use letters, digits and . _ - + only (it becomes a path)")
+        check(bool(self.artifacts), "artifacts", "list at least one file or folder")
+        check(self.model in self.artifacts, "model",
+              f"{self.model!r} must also be in publish.artifacts")
+        check(0 <= self.min_improvement < 1, "min_improvement",
+              f"{self.min_improvement} is out of range: must be in [0, 1)")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.retries >= 1, "retries", "must be >= 1")
+        check(self.backoff >= 0, "backoff", "must be >= 0")
+        check(self.timeout > 0, "timeout", "must be > 0")
+        check(self.multipart_chunk_mb >= 5, "multipart_chunk_mb",
+              f"{self.multipart_chunk_mb}: S3 parts must be >= 5 MiB")
+        check(self.multipart_threshold_mb >= 5, "multipart_threshold_mb", "must be >= 5")
 
 
 @dataclass(frozen=True)
 class OrchestrationParams:
-    pass
+    dag_id: str = "resnet_retrain"
+    owner: str = "ml-platform"
+    schedule: str | None = "@weekly"  # cron or preset; None = on new data and manual only
+    # Asset whose updates also trigger a run (data-aware): whoever lands new data emits it.
+    dataset_asset: str = "file:///data/incoming/resnet-retrain"
+    # Every run gets a copy of the project here; all copies share one DVC cache, so unchanged
+    # stages are restored instead of re-run and a retried task resumes.
+    workspace_dir: str = "airflow_home/workspaces"
+    dvc_cache: str | None = None  # shared DVC cache; None = the project's .dvc/cache
+    keep_workspace: bool = False  # keep a successful run's workspace (failed ones are kept)
+    failure_dir: str = "airflow_home/failures"  # one JSON record per failed task try
+    training_stages: tuple[str, ...] = ("backbone", "features", "train_*", "sweep")  # globs
+    gpu_pool: str = "gpu"  # training tasks run in this pool (`make airflow` creates it)
+    gpu_queue: str = "gpu"  # Celery queue of training tasks (docker/compose.yaml's GPU worker)
+    gpu_pool_slots: int = 1  # pool size = training tasks at once
+    retries: int = 2  # per task; the delay doubles after each failure
+    retry_delay_s: float = 30.0
+    max_retry_delay_s: float = 1800.0
+    train_timeout_min: float = 360.0  # execution_timeout of training tasks
+    stage_timeout_min: float = 60.0  # execution_timeout of the other stages
+    max_active_runs: int = 1  # runs are isolated in workspaces, but share one GPU pool
+    # UI form: these params.yaml keys become DAG Params (typed from this file); anything else
+    # goes in the `overrides` list (KEY=VALUE). Keys that do not exist fail the DAG tests.
+    run_params: tuple[str, ...] = (
+        "data.source", "data.path", "prepare.image_size", "backbone.weights", "train.strategy",
+        "train.image_size", "train.epochs", "train.learning_rate", "train.unfreeze",
+        "train.fine_tune.epochs", "train.fine_tune.learning_rate", "train.sweep.unfreeze",
+        "publish.min_improvement")
+    aws_conn_id: str | None = "aws_default"  # Airflow connection for S3; None/missing = env
+    dvc_push: bool = True  # push data and models to the DVC remote (skipped if none set)
+    training_executor: Literal["local", "kubernetes"] = "local"  # kubernetes: one GPU pod each
+    trainer_image: str = "resnet-retrain-trainer:latest"  # docker/ builds it
+    kubernetes_namespace: str = "airflow"
+    kubernetes_secret: str = "resnet-retrain-s3"  # AWS_* keys for the DVC remote and publish
+    kubernetes_gpus: int = 1  # GPUs per training pod (limit)
+    kubernetes_gpu_resource: str = "nvidia.com/gpu"
+    kubernetes_memory: str = "16Gi"  # memory limit per training pod
+
+    def __post_init__(self) -> None:
+        check(_is_run_id(self.dag_id), "dag_id", "use letters, digits and . _ - only")
+        check(bool(self.dataset_asset.strip()), "dataset_asset", "give an asset URI")
+        check(self.gpu_pool_slots >= 1, "gpu_pool_slots", "must be >= 1")
+        check(self.retries >= 0, "retries", "must be >= 0")
+        check(self.retry_delay_s > 0, "retry_delay_s", "must be > 0")
+        check(self.max_retry_delay_s >= self.retry_delay_s, "max_retry_delay_s",
+              "must be >= retry_delay_s")
+        check(self.train_timeout_min > 0, "train_timeout_min", "must be > 0")
+        check(self.stage_timeout_min > 0, "stage_timeout_min", "must be > 0")
+        check(self.max_active_runs >= 1, "max_active_runs", "must be >= 1")
+        check(self.kubernetes_gpus >= 0, "kubernetes_gpus", "must be >= 0")
+        check(bool(self.trainer_image.strip()), "trainer_image", "give an image reference")
+
+
+def _is_run_id(s: str) -> bool:
+    return bool(s) and all(c.isalnum() or c in "._-+" for c in s) and not s.startswith(".")
 
 
 # --- the whole file -------------------------------------------------------------------------

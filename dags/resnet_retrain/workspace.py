@@ -1,0 +1,250 @@
+"""Per-run workspaces and the one way a task runs a stage: `dvc repro` in the workspace.
+
+    <orchestration.workspace_dir>/<run id>/   a copy of the project's code, dvc.yaml, dvc.lock
+                                              and params.yaml (+ this run's overrides);
+                                              .dvc/config.local points at the shared cache
+
+Every workspace shares one DVC cache (and its run-cache), so a stage whose code, params and
+deps did not change is restored from the cache instead of re-run: a no-change scheduled run
+retrains nothing, and a retried task resumes where the run stopped. Runs never see each
+other's files. Called from task bodies only (nothing here runs at DAG-parse time).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+EXIT_USER_ERROR = 2  # tasks.common.run_main: bad params/data; retrying cannot help
+SKIP_DIRS = {".git", ".venv", ".tools", "__pycache__", ".pytest_cache", ".ruff_cache"}
+_EXITED = re.compile(r"exited with (-?\d+)")
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, code: int | None, message: str) -> None:
+        self.stage, self.code = stage, code
+        super().__init__(message)
+
+    @property
+    def user_error(self) -> bool:
+        return self.code == EXIT_USER_ERROR
+
+
+def safe_id(run_id: str) -> str:
+    """An Airflow run id as a path and publish.run_id: `manual__2026-01-02T03:04:05+00:00`
+    -> `manual__2026-01-02T03-04-05+00-00`."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", run_id).lstrip(".-") or "run"
+
+
+def source_files(project: Path, exclude: list[Path]) -> list[Path]:
+    """The project's code and config: git's tracked + untracked-not-ignored files, or, without
+    git, every file outside the usual tool folders and `exclude` (stage outputs, workspaces)."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=project,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        files = [Path(p) for p in out.decode().split("\0") if p]
+    except (OSError, subprocess.SubprocessError):
+        files = [p.relative_to(project) for p in project.rglob("*") if p.is_file()]
+    skip = [e.resolve() for e in exclude]
+    return [
+        f
+        for f in files
+        if not SKIP_DIRS & set(f.parts)
+        and f.parts[:2] != (".dvc", "cache")
+        and f.parts[:2] != (".dvc", "tmp")
+        and (project / f).is_file()
+        and not any((project / f).resolve().is_relative_to(s) for s in skip)
+    ]
+
+
+def params_text(project_params: Path, overrides: dict[str, Any]) -> str:
+    """params.yaml with this run's dotted overrides applied, checked like `dvc repro` would."""
+    from tasks.params import load_params  # light: yaml + dataclasses
+
+    load_params(project_params, overrides)  # UserError naming the key on a bad value
+    raw = yaml.safe_load(project_params.read_text()) or {}
+    for dotted, value in overrides.items():
+        *parents, last = dotted.split(".")
+        node = raw
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = list(value) if isinstance(value, tuple) else value
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+def create(
+    *,
+    project: Path,
+    root: Path,
+    run_id: str,
+    params_yaml: str,
+    cache_dir: Path,
+    exclude: list[Path],
+) -> Path:
+    """Copy the project into `root/<run_id>/` (idempotent: a retry refreshes the code)."""
+    ws = root / run_id
+    files = source_files(project, exclude=[root, *exclude])
+    for rel in files:
+        dest = ws / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(project / rel, dest)
+    if (project / ".dvc/config.local").is_file():  # remote credentials stay local
+        shutil.copy2(project / ".dvc/config.local", ws / ".dvc/config.local")
+    (ws / "params.yaml").write_text(params_yaml)
+    dvc(ws, ["config", "--local", "cache.dir", str(cache_dir.resolve())])
+    dvc(ws, ["config", "--local", "core.no_scm", "true"])  # the workspace is no git repo
+    log.info("workspace %s: %d files from %s, cache %s", ws, len(files), project, cache_dir)
+    return ws
+
+
+def dvc(
+    ws: Path, args: list[str], *, env: dict[str, str] | None = None, stage: str = "dvc"
+) -> list[str]:
+    """Run `dvc <args>` in `ws`, streaming its output to the task log; returns the last lines.
+
+    A stage that exits 2 (`UserError`) raises StageFailed(user_error=True) with the stage's
+    own one-line message, so the DAG fails the task without retrying it.
+    """
+    cmd = [sys.executable, "-m", "dvc", *args]
+    full_env = {**os.environ, **(env or {})}
+    bin_dir = str(Path(sys.executable).parent)  # `python -m tasks.x` = this environment
+    full_env["PATH"] = bin_dir + os.pathsep + full_env.get("PATH", "")
+    log.info("$ cd %s && dvc %s", ws, " ".join(args))
+    tail: deque[str] = deque(maxlen=40)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ws,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.info("%s", line.rstrip())
+            tail.append(line.rstrip())
+        rc = proc.wait()
+    finally:
+        if proc.poll() is None:  # the task was killed (timeout): take the stage down too
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if rc:
+        codes = [int(m.group(1)) for line in tail for m in _EXITED.finditer(line)]
+        errors = [line for line in tail if line.startswith("error: ")]
+        reason = (
+            errors[-1].removeprefix("error: ")
+            if errors
+            else next((x for x in reversed(tail) if x.strip()), f"exit {rc}")
+        )
+        raise StageFailed(stage, codes[-1] if codes else None, f"{stage}: {reason}")
+    return list(tail)
+
+
+def run_stage(ws: Path, stage: str, *, env: dict[str, str], pull: bool = False) -> str:
+    """`dvc repro` one stage in the workspace: "ran", or "restored" from the run-cache, or
+    "unchanged". `pull` (Kubernetes mode): fetch what is missing from the DVC remote."""
+    args = (
+        ["--wait-for-lock", "repro", "--pull", stage]
+        if pull
+        else ["--wait-for-lock", "repro", "--single-item", stage]
+    )
+    tail = dvc(ws, args, env=env, stage=stage)
+    text = "\n".join(tail)
+    if "is cached - skipping run" in text:
+        return "restored"
+    if "didn't change, skipping" in text and "Running stage" not in text:
+        return "unchanged"
+    return "ran"
+
+
+def matrix_items(ws: Path, group: str) -> list[str]:
+    """DVC's generated stage names of a matrix/foreach group, for this run's params."""
+    tail = dvc(ws, ["stage", "list", "--name-only"], stage=f"{group} items")
+    items = [s for s in (line.strip() for line in tail) if s.startswith(f"{group}@")]
+    if not items:
+        raise StageFailed(group, EXIT_USER_ERROR, f"{group}: the matrix has no items")
+    return items
+
+
+def has_remote(ws: Path) -> bool:
+    tail = dvc(ws, ["remote", "list"], stage="remote list")
+    return any(line.strip() for line in tail)
+
+
+def aws_env(conn_id: str | None) -> dict[str, str]:
+    """AWS_* variables from an Airflow connection (login/password, extra: endpoint_url,
+    region_name, profile_name, aws_session_token); {} when there is none (env is used)."""
+    if not conn_id:
+        return {}
+    from airflow.sdk import Connection
+
+    try:
+        conn = Connection.get(conn_id)
+    except Exception:  # not defined: credentials come from the worker's environment
+        log.info("no Airflow connection %r; S3 credentials from the environment", conn_id)
+        return {}
+    extra = conn.extra_dejson or {}
+    pairs = {
+        "AWS_ACCESS_KEY_ID": conn.login,
+        "AWS_SECRET_ACCESS_KEY": conn.password,
+        "AWS_SESSION_TOKEN": extra.get("aws_session_token"),
+        "AWS_ENDPOINT_URL": extra.get("endpoint_url"),
+        "AWS_DEFAULT_REGION": extra.get("region_name"),
+        "AWS_PROFILE": extra.get("profile_name"),
+    }
+    return {k: str(v) for k, v in pairs.items() if v}
+
+
+def failure_record(context: dict[str, Any], failure_dir: Path) -> Path:
+    """Write `<failure_dir>/<dag>/<run>/<task>[.<map>].try<N>.json` for a failed task try."""
+    from tasks.common import atomic_write_json
+
+    ti = context["ti"]
+    exc = context.get("exception")
+    cause = exc if isinstance(exc, StageFailed) else getattr(exc, "__cause__", None)
+    stage_error = cause if isinstance(cause, StageFailed) else None
+    map_index = getattr(ti, "map_index", -1)
+    name = ti.task_id + (f".{map_index}" if map_index not in (None, -1) else "")
+    path = failure_dir / ti.dag_id / safe_id(ti.run_id) / f"{name}.try{ti.try_number}.json"
+    atomic_write_json(
+        path,
+        {
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "task_id": ti.task_id,
+            "map_index": map_index,
+            "try_number": ti.try_number,
+            "failed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "error": f"{type(exc).__name__}: {exc}" if exc else None,
+            "user_error": bool(stage_error and stage_error.user_error),
+            "stage": stage_error.stage if stage_error else None,
+            "exit_code": stage_error.code if stage_error else None,
+            "hint": "a user error (bad params or data): fix it and trigger a new run"
+            if stage_error and stage_error.user_error
+            else "transient: retried with backoff while orchestration.retries last; see the log",
+        },
+    )
+    log.error("failure record: %s", path)
+    return path

@@ -1,0 +1,385 @@
+"""Stage `publish`: a run's artifacts -> object storage (or a local folder), champion gate.
+
+    python -m tasks.publish [--set publish.destination=s3://bucket/prefix] [--set ...]
+
+Layout at `publish.destination` (tasks/storage.py: local folder, file:// or s3://):
+
+    runs/<run_id>/<artifact paths...>   model, metrics, figures, report, validation docs
+    runs/<run_id>/manifest.json         written last: run id, git commit, dataset version,
+                                        params, metrics, the gate's decision, and the
+                                        sha256 + size of every file above
+    champion.json                       the best run so far; replaced last, atomically
+
+A reader trusts a run only once its manifest exists. The gate scores `publish.model` on the
+prepared test split; it replaces the champion only if it beats the champion's score on the
+same dataset version by more than `publish.min_improvement` (a champion scored on another
+dataset version is re-scored on this one first). Otherwise the run stays a challenger.
+Publishing the same run again uploads nothing and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tasks.common import UserError, atomic_write_json, file_digest, run_main
+from tasks.dataset import Prepared, open_prepared
+from tasks.params import PublishParams, params_from_cli
+from tasks.storage import FileHash, MiB, Store, StoreUnavailable, open_store
+
+log = logging.getLogger(__name__)
+
+MANIFEST, CHAMPION, MODEL_FILE = "manifest.json", "champion.json", "model.keras"
+MANIFEST_VERSION = 1
+EXIT_TEMPFAIL = 75  # store unreachable: a retry later may succeed (exit 2 = fix the input)
+
+
+@dataclass(frozen=True)
+class Score:
+    metric: str
+    value: float
+    dataset_version: str
+    classes: list[str]
+
+
+def publish(
+    *,
+    store: Store,
+    cfg: PublishParams,
+    run_id: str,
+    prepared: Prepared,
+    dataset_version: str,
+    git_commit: str | None,
+    params: dict[str, Any],
+    metrics: dict[str, Any] | None,
+    root: Path = Path("."),
+) -> dict[str, Any]:
+    """Upload the run, write its manifest, then move the champion if the gate says so."""
+    run = f"runs/{run_id}"
+    files = collect(cfg.artifacts, root=root)
+    existing = _read_json(store, f"{run}/{MANIFEST}")  # first store call: fails fast if down
+    champion = _read_json(store, CHAMPION)
+    hashes = {rel: store.hash(path) for rel, path in files.items()}
+    if existing is not None and _file_table(existing) != _table(hashes):
+        raise UserError(
+            f"{store.uri}/{run} was already published with different files; set "
+            "a new publish.run_id (published runs are never overwritten)"
+        )
+
+    new = score(
+        model_file=root / cfg.model / MODEL_FILE,
+        prepared=prepared,
+        metric=cfg.metric,
+        dataset_version=dataset_version,
+        batch_size=cfg.batch_size,
+    )
+    promote, reason, held = gate(
+        store=store, champion=champion, new=new, run_id=run_id, cfg=cfg, prepared=prepared
+    )
+    decision = {
+        "status": "champion" if promote or held else "challenger",
+        "reason": reason,
+        "metric": cfg.metric,
+        "value": new.value,
+        "champion_run": champion.get("run_id") if champion else None,
+        "champion_value": champion.get("value") if champion else None,
+    }
+
+    uploaded = 0
+    if existing is None:
+        for rel, path in files.items():
+            uploaded += upload(store, f"{run}/{rel}", path, hashes[rel])
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "run_id": run_id,
+            "published_at": _now(),
+            "git_commit": git_commit,
+            "dataset_version": dataset_version,
+            "model": f"{run}/{cfg.model}",
+            "classes": new.classes,
+            "params": params,
+            "metrics": metrics,
+            "decision": decision,
+            "files": _table(hashes),
+        }
+        store.put_bytes(f"{run}/{MANIFEST}", _dumps(manifest))  # last: the run is complete
+    else:
+        log.info("%s/%s already published with the same files; nothing uploaded", store.uri, run)
+    if promote:
+        manifest_sha = file_sha_of(store, f"{run}/{MANIFEST}")
+        store.put_bytes(
+            CHAMPION,
+            _dumps(
+                {
+                    "run_id": run_id,
+                    "model": f"{run}/{cfg.model}/{MODEL_FILE}",
+                    "model_sha256": hashes[f"{cfg.model}/{MODEL_FILE}"].sha256,
+                    "manifest": f"{run}/{MANIFEST}",
+                    "manifest_sha256": manifest_sha,
+                    "dataset_version": dataset_version,
+                    "classes": new.classes,
+                    "metric": cfg.metric,
+                    "value": new.value,
+                    "split": "test",
+                    "promoted_at": _now(),
+                    "previous": {k: champion.get(k) for k in ("run_id", "value", "dataset_version")}
+                    if champion
+                    else None,
+                }
+            ),
+        )
+    log.info("%s -> %s/%s: %s (%s)", run_id, store.uri, run, decision["status"], reason)
+    return {
+        "run_id": run_id,
+        "uri": f"{store.uri}/{run}",
+        "manifest": f"{run}/{MANIFEST}",
+        "files": len(files),
+        "uploaded": uploaded,
+        "dataset_version": dataset_version,
+        **decision,
+    }
+
+
+def collect(artifacts: tuple[str, ...], *, root: Path) -> dict[str, Path]:
+    """{path relative to the project: file} for every file under the listed artifacts."""
+    files: dict[str, Path] = {}
+    for item in artifacts:
+        if Path(item).is_absolute() or ".." in Path(item).parts:
+            raise UserError(f"publish.artifacts: {item!r} must be a path inside the project")
+        path = root / item
+        if path.is_file():
+            files[item] = path
+        elif path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                files[f.relative_to(root).as_posix()] = f
+        else:
+            raise UserError(
+                f"publish.artifacts: {item} does not exist; run the stage that "
+                "writes it (`dvc repro`) or remove it from the list"
+            )
+    return files
+
+
+def upload(store: Store, key: str, path: Path, digest: FileHash) -> int:
+    """Upload one verified file unless the same bytes are already there; returns 1 if sent."""
+    have = store.head(key)
+    if have is not None and have.size == digest.size and have.sha256 == digest.sha256:
+        return 0
+    store.put_file(key, path, digest)
+    return 1
+
+
+def score(
+    *, model_file: Path, prepared: Prepared, metric: str, dataset_version: str, batch_size: int
+) -> Score:
+    """`metric` of a saved model on the prepared test split, as `tasks.evaluate` computes it."""
+    from tasks.evaluate import compute_metrics, predict  # tensorflow: only when scoring
+    from tasks.model import load_model
+
+    if not model_file.is_file():
+        raise UserError(
+            f"{model_file}: no model to publish; train it first (`dvc repro`) or "
+            "set publish.model to a trained model folder"
+        )
+    labels = prepared.labels("test")
+    if len(labels) == 0:
+        raise UserError("the test split is empty; nothing to score the model on")
+    probs = predict(load_model(model_file), prepared.images("test"), batch_size)  # (N, C)
+    if probs.shape[1] != len(prepared.classes):
+        raise UserError(
+            f"{model_file}: {probs.shape[1]} outputs but the dataset has "
+            f"{len(prepared.classes)} classes; retrain on this dataset"
+        )
+    value = compute_metrics(labels, probs)[metric]
+    return Score(metric, float(value), dataset_version, prepared.classes)
+
+
+def gate(
+    *,
+    store: Store,
+    champion: dict | None,
+    new: Score,
+    run_id: str,
+    cfg: PublishParams,
+    prepared: Prepared,
+) -> tuple[bool, str, bool]:
+    """(promote, why, already champion): does `new` beat the champion on this test set?"""
+    if champion is None:
+        return True, "no champion yet", False
+    if champion.get("run_id") == run_id:
+        return False, "this run is already the champion", True
+    if champion.get("classes") != new.classes:
+        return True, "the classes changed; the old champion answers another question", False
+    if (
+        champion.get("metric") == cfg.metric
+        and champion.get("dataset_version") == new.dataset_version
+    ):
+        old = float(champion["value"])
+    else:  # another test set or metric: score the champion again on this one
+        old = rescore_champion(
+            store, champion, cfg=cfg, prepared=prepared, dataset_version=new.dataset_version
+        )
+        champion["value"], champion["dataset_version"] = old, new.dataset_version
+    return decide(new=new.value, old=old, min_improvement=cfg.min_improvement, metric=cfg.metric)
+
+
+def decide(
+    *, new: float, old: float, min_improvement: float, metric: str
+) -> tuple[bool, str, bool]:
+    if new > old + min_improvement:
+        return (
+            True,
+            f"{metric} {new:.4f} beats the champion's {old:.4f} by more than {min_improvement}",
+            False,
+        )
+    return (
+        False,
+        f"{metric} {new:.4f} does not beat the champion's {old:.4f} by more than {min_improvement}",
+        False,
+    )
+
+
+def rescore_champion(
+    store: Store, champion: dict, *, cfg: PublishParams, prepared: Prepared, dataset_version: str
+) -> float:
+    """Download the champion's model, check its sha256, score it on this test split."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / MODEL_FILE
+        store.get_file(champion["model"], path)
+        if file_digest(path) != champion.get("model_sha256"):
+            raise UserError(
+                f"{store.uri}/{champion['model']}: sha256 does not match "
+                f"{CHAMPION}; the champion is damaged, fix or delete {CHAMPION}"
+            )
+        log.info(
+            "champion %s was scored on another dataset version; re-scoring it",
+            champion.get("run_id"),
+        )
+        return score(
+            model_file=path,
+            prepared=prepared,
+            metric=cfg.metric,
+            dataset_version=dataset_version,
+            batch_size=cfg.batch_size,
+        ).value
+
+
+def file_sha_of(store: Store, key: str) -> str | None:
+    info = store.head(key)
+    return info.sha256 if info else None
+
+
+def dataset_version(prepared_dir: Path, lock: Path = Path("dvc.lock")) -> str:
+    """DVC's hash of the prepared data (from dvc.lock), else a sha256 of its files."""
+    import yaml
+
+    if lock.is_file():
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for stage in stages.values():
+            for out in stage.get("outs", []):
+                if Path(out.get("path", "")) == prepared_dir and out.get("md5"):
+                    return f"md5:{out['md5']}"
+    digest = [
+        f"{p.relative_to(prepared_dir).as_posix()}={file_digest(p)}"
+        for p in sorted(prepared_dir.rglob("*"))
+        if p.is_file()
+    ]
+    import hashlib
+
+    return "sha256:" + hashlib.sha256("\n".join(digest).encode()).hexdigest()
+
+
+def git_commit(env_fallback: str | None) -> str | None:
+    """HEAD of the project (with "-dirty" if files changed), else the given fallback."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return f"{head}-dirty" if dirty else head
+    except (OSError, subprocess.SubprocessError):
+        return env_fallback
+
+
+def default_run_id(commit: str | None) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{commit[:8]}" if commit else stamp
+
+
+def _table(hashes: dict[str, FileHash]) -> list[dict[str, Any]]:
+    return [{"path": k, "sha256": h.sha256, "size": h.size} for k, h in sorted(hashes.items())]
+
+
+def _file_table(manifest: dict) -> list[dict[str, Any]]:
+    return sorted(manifest.get("files", []), key=lambda f: f["path"])
+
+
+def _read_json(store: Store, key: str) -> dict | None:
+    data = store.get_bytes(key)
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise UserError(f"{store.uri}/{key} is not valid JSON; fix or delete it") from None
+
+
+def _dumps(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, default=str) + "\n").encode()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def main() -> None:
+    params = params_from_cli(__doc__)
+    cfg = params.publish
+    commit = git_commit(os.environ.get("GIT_COMMIT"))
+    prepared_dir = Path(params.data.prepared_dir)
+    metrics_file = Path(params.evaluate.out_dir) / "metrics.json"
+    store = open_store(
+        cfg.destination,
+        endpoint_url=cfg.endpoint_url,
+        profile=cfg.profile,
+        retries=cfg.retries,
+        backoff=cfg.backoff,
+        timeout=cfg.timeout,
+        multipart_threshold=cfg.multipart_threshold_mb * MiB,
+        multipart_chunk=cfg.multipart_chunk_mb * MiB,
+    )
+    try:
+        record = publish(
+            store=store,
+            cfg=cfg,
+            run_id=cfg.run_id or default_run_id(commit),
+            prepared=open_prepared(prepared_dir),
+            dataset_version=dataset_version(prepared_dir),
+            git_commit=commit,
+            params=params.to_dict(),
+            metrics=json.loads(metrics_file.read_text()) if metrics_file.is_file() else None,
+        )
+    except StoreUnavailable as e:  # the champion and the bucket are untouched
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_TEMPFAIL)
+    atomic_write_json(Path(cfg.record), record)
+    print(
+        f"published {record['run_id']} to {record['uri']} as {record['status']}: {record['reason']}"
+    )
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,262 @@
+"""Publishing: layout, manifest checksums, champion gate, idempotency, a store that is down.
+
+Models here are tiny Keras models that always answer one class, so their test accuracy is
+known from the labels alone (class 0 wins on a test split that is mostly 0s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.common import UserError
+from tasks.dataset import open_prepared
+from tasks.params import PublishParams, load_params
+from tasks.publish import publish
+from tasks.storage import MiB, open_store
+from tests.conftest import free_port
+from tests.helpers import random_images, write_prepared
+
+CLASSES = ["zero", "one", "two"]
+SIZE = 8
+
+
+def constant_model(path: Path, answer: int, n_classes: int = len(CLASSES)) -> Path:
+    """A saved uint8-in model that always predicts class `answer`."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(0.0)(inputs))  # all zeros
+    bias = np.full(n_classes, -5.0, np.float32)
+    bias[answer] = 5.0
+    outputs = keras.layers.Dense(
+        n_classes, activation="softmax", bias_initializer=keras.initializers.Constant(bias)
+    )(x)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+def project(root: Path, *, test_labels: list[int], answer: int, extra: bytes = b"") -> Path:
+    """A project folder with a prepared dataset, a model, metrics and a report."""
+    labels = np.array(test_labels)
+    write_prepared(
+        root / "data/prepared",
+        {
+            "train": (random_images(6, SIZE), np.array([0, 1, 2, 0, 1, 2])),
+            "test": (random_images(len(labels), SIZE, seed=1), labels),
+        },
+        CLASSES,
+    )
+    constant_model(root / "models/m/model.keras", answer)
+    (root / "models/m/history.json").write_text(json.dumps({"answer": answer}))
+    (root / "metrics").mkdir(exist_ok=True)
+    (root / "metrics/metrics.json").write_text(json.dumps({"m": {"accuracy": 0.5}}))
+    (root / "reports").mkdir(exist_ok=True)
+    (root / "reports/report.html").write_bytes(b"<html>report</html>" + extra)
+    return root
+
+
+CFG = PublishParams(
+    artifacts=("models/m", "metrics", "reports/report.html"),
+    model="models/m",
+    retries=2,
+    backoff=0.01,
+    timeout=2,
+)
+
+
+def run(root: Path, store, run_id: str, *, version: str = "md5:v1", cfg: PublishParams = CFG):
+    return publish(
+        store=store,
+        cfg=cfg,
+        run_id=run_id,
+        prepared=open_prepared(root / "data/prepared"),
+        dataset_version=version,
+        git_commit="abc123",
+        params={"publish": {"model": cfg.model}},
+        metrics={"m": {"accuracy": 0.5}},
+        root=root,
+    )
+
+
+def read(store, key: str) -> dict:
+    return json.loads(store.get_bytes(key))
+
+
+def assert_manifest_matches(store, run_id: str, root: Path) -> dict:
+    manifest = read(store, f"runs/{run_id}/manifest.json")
+    assert {f["path"] for f in manifest["files"]} == {
+        "models/m/model.keras",
+        "models/m/history.json",
+        "metrics/metrics.json",
+        "reports/report.html",
+    }
+    for f in manifest["files"]:
+        data = store.get_bytes(f"runs/{run_id}/{f['path']}")
+        assert (
+            hashlib.sha256(data).hexdigest()
+            == f["sha256"]
+            == hashlib.sha256((root / f["path"]).read_bytes()).hexdigest()
+        )
+        assert len(data) == f["size"]
+    return manifest
+
+
+@pytest.mark.slow
+def test_local_publish_gate_and_idempotent_republish(tmp_path: Path) -> None:
+    root = project(tmp_path / "p", test_labels=[0, 0, 0, 1, 2], answer=0)  # accuracy 0.6
+    store = open_store(str(tmp_path / "store"))
+
+    first = run(root, store, "run-1")
+    assert first["status"] == "champion" and first["value"] == pytest.approx(0.6)
+    manifest = assert_manifest_matches(store, "run-1", root)
+    assert manifest["dataset_version"] == "md5:v1" and manifest["git_commit"] == "abc123"
+    champion = read(store, "champion.json")
+    assert champion["run_id"] == "run-1"
+    assert champion["model"] == "runs/run-1/models/m/model.keras"
+
+    # the same run again: nothing uploaded, manifest and champion untouched
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*")}
+    again = run(root, store, "run-1")
+    assert again["uploaded"] == 0 and again["status"] == "champion"
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*")} == before
+
+    # a worse model (always "one": accuracy 0.2) is published as a challenger
+    constant_model(root / "models/m/model.keras", answer=1)
+    worse = run(root, store, "run-2")
+    assert worse["status"] == "challenger" and "does not beat" in worse["reason"]
+    assert read(store, "champion.json") == champion
+    assert_manifest_matches(store, "run-2", root)
+
+
+@pytest.mark.slow
+def test_republish_with_other_files_under_the_same_run_id_is_refused(tmp_path: Path) -> None:
+    root = project(tmp_path / "p", test_labels=[0, 1], answer=0)
+    store = open_store(str(tmp_path / "store"))
+    run(root, store, "run-1")
+    (root / "reports/report.html").write_text("changed")
+    with pytest.raises(UserError, match="already published with different files"):
+        run(root, store, "run-1")
+    assert (tmp_path / "store/runs/run-1/reports/report.html").read_bytes() != b"changed"
+
+
+@pytest.mark.slow
+def test_champion_from_another_dataset_version_is_rescored(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    old = project(tmp_path / "old", test_labels=[0, 0, 0, 0, 1], answer=0)  # 0.8 on v1
+    run(old, store, "run-1", version="md5:v1")
+    # New data where class 1 dominates: the old champion would score 0.2 here, the new 0.8.
+    # Compared with the recorded 0.8 the new model would never win; re-scored, it does.
+    new = project(tmp_path / "new", test_labels=[1, 1, 1, 1, 0], answer=1)
+    result = run(new, store, "run-2", version="md5:v2")
+    assert result["status"] == "champion"
+    assert "0.2000" in result["reason"]
+    champion = read(store, "champion.json")
+    assert champion["run_id"] == "run-2" and champion["dataset_version"] == "md5:v2"
+    assert champion["previous"]["run_id"] == "run-1"
+
+
+@pytest.mark.slow
+def test_min_improvement_keeps_a_slightly_better_challenger_out(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    root = project(tmp_path / "p", test_labels=[0, 0, 1, 1, 2], answer=0)  # 0.4
+    run(root, store, "run-1")
+    constant_model(root / "models/m/model.keras", answer=1)  # also 0.4: a tie never wins
+    assert run(root, store, "run-2")["status"] == "challenger"
+    strict = dataclasses.replace(CFG, min_improvement=0.5)
+    (root / "data/prepared/test/labels.npy").unlink()
+    write_prepared(
+        root / "data/prepared",
+        {"test": (random_images(5, SIZE), np.array([1, 1, 1, 0, 2]))},
+        CLASSES,
+    )  # same version label on purpose: recorded value is used
+    result = run(root, store, "run-3", cfg=strict)  # 0.6 vs 0.4: better, but not by 0.5
+    assert result["status"] == "challenger"
+    assert "0.6000" in result["reason"] and "0.4000" in result["reason"]
+    assert read(store, "champion.json")["run_id"] == "run-1"
+
+
+@pytest.mark.slow
+def test_s3_publish_multipart_verified_and_store_down_changes_nothing(
+    tmp_path: Path, s3_server
+) -> None:
+    client = s3_server.client()
+    client.create_bucket(Bucket="models")
+    big = np.random.default_rng(0).bytes(11 * MiB)  # 3 parts of 5 MiB
+    root = project(tmp_path / "p", test_labels=[0, 0, 1], answer=0, extra=big)
+    store = open_store(
+        "s3://models/team/resnet",
+        endpoint_url=s3_server.endpoint_url,
+        retries=2,
+        backoff=0.01,
+        timeout=2,
+        multipart_threshold=5 * MiB,
+        multipart_chunk=5 * MiB,
+    )
+
+    result = run(root, store, "run-1")
+    assert result["status"] == "champion" and result["uploaded"] == 4
+    assert_manifest_matches(store, "run-1", root)
+    head = client.head_object(Bucket="models", Key="team/resnet/runs/run-1/reports/report.html")
+    assert head["ETag"].strip('"').endswith("-3")  # went up as a 3-part multipart upload
+    assert read(store, "champion.json")["run_id"] == "run-1"
+    assert run(root, store, "run-1")["uploaded"] == 0  # idempotent on S3 too
+
+    def listing() -> dict[str, str]:
+        objects = client.list_objects_v2(Bucket="models").get("Contents", [])
+        return {o["Key"]: o["ETag"] for o in objects}
+
+    before = listing()
+    down = open_store(
+        "s3://models/team/resnet",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        retries=2,
+        backoff=0.01,
+        timeout=1,
+    )
+    constant_model(root / "models/m/model.keras", answer=1)
+    with pytest.raises(UserError, match="store unreachable .* failed 2 times"):
+        run(root, down, "run-2")
+    assert listing() == before
+
+
+def test_s3_store_names_a_missing_bucket_and_missing_credentials(s3_server, monkeypatch) -> None:
+    store = open_store("s3://nope/x", endpoint_url=s3_server.endpoint_url, retries=1)
+    with pytest.raises(UserError, match="bucket 'nope' does not exist"):
+        store.get_bytes("champion.json")
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    store = open_store("s3://nope/x", endpoint_url=s3_server.endpoint_url, retries=1)
+    with pytest.raises(UserError, match="no S3 credentials"):
+        store.get_bytes("champion.json")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"publish.min_improvement": 2}, "publish.min_improvement: 2.0 is out of range"),
+        ({"publish.metric": "auc"}, "publish.metric: 'auc' is not allowed"),
+        ({"publish.model": "models/other"}, "publish.model: 'models/other' must also be in"),
+        ({"publish.run_id": "a/b"}, "publish.run_id: 'a/b': use letters"),
+        ({"publish.multipart_chunk_mb": 1}, "S3 parts must be >= 5 MiB"),
+    ],
+)
+def test_bad_publish_params_fail_with_the_key_named(override: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        load_params(overrides=override)
+
+
+def test_destination_schemes() -> None:
+    assert type(open_store("published")).__name__ == "LocalStore"
+    assert type(open_store("file:///tmp/x")).__name__ == "LocalStore"
+    with pytest.raises(UserError, match="unsupported scheme 'gs'"):
+        open_store("gs://bucket/x")

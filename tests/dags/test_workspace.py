@@ -1,0 +1,102 @@
+"""Per-run workspaces over one shared DVC cache: what makes a no-change run cheap.
+
+A two-stage DVC project (no ML) in tmp: the stages log every real execution to a file
+outside the workspaces, so the tests see exactly what ran.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from resnet_retrain import workspace
+
+STAGE = """
+import json, os, pathlib, sys, yaml
+name = sys.argv[1]
+params = yaml.safe_load(open("params.yaml"))
+with open(os.environ["RAN_LOG"], "a") as log:
+    log.write(name + "\\n")
+if params["n"] < 0:
+    print("error: n must be >= 0 (params.yaml n)", file=sys.stderr)
+    sys.exit(2)
+src = pathlib.Path("out/a.json").read_text() if name == "b" else ""
+pathlib.Path("out").mkdir(exist_ok=True)
+pathlib.Path(f"out/{name}.json").write_text(json.dumps({"n": params["n"], "src": src}))
+"""
+
+
+def make_project(root: Path) -> Path:
+    (root / ".dvc").mkdir(parents=True)
+    (root / ".dvc/config").write_text("[core]\n    no_scm = true\n")
+    (root / "params.yaml").write_text("n: 3\n")
+    (root / "stage.py").write_text(STAGE)
+    (root / "dvc.yaml").write_text(
+        textwrap.dedent("""
+        stages:
+          a:
+            cmd: python stage.py a
+            deps: [stage.py]
+            params: [n]
+            outs: [out/a.json]
+          b:
+            cmd: python stage.py b
+            deps: [stage.py, out/a.json]
+            outs: [out/b.json]
+    """)
+    )
+    return root
+
+
+def new_workspace(project: Path, tmp: Path, run_id: str, n: int = 3) -> Path:
+    text = yaml.safe_dump({"n": n})
+    return workspace.create(
+        project=project,
+        root=tmp / "ws",
+        run_id=run_id,
+        params_yaml=text,
+        cache_dir=tmp / "cache",
+        exclude=[],
+    )
+
+
+@pytest.mark.slow
+def test_unchanged_stages_are_restored_in_a_new_workspace(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project")
+    ran = tmp_path / "ran.log"
+    env = {"RAN_LOG": str(ran)}
+
+    first = new_workspace(project, tmp_path, "run-1")
+    assert [workspace.run_stage(first, s, env=env) for s in ("a", "b")] == ["ran", "ran"]
+    assert ran.read_text().split() == ["a", "b"]
+
+    second = new_workspace(project, tmp_path, "run-2")  # same code and params
+    assert [workspace.run_stage(second, s, env=env) for s in ("a", "b")] == ["restored"] * 2
+    assert ran.read_text().split() == ["a", "b"]  # nothing ran again
+    assert json.loads((second / "out/b.json").read_text())["n"] == 3  # outputs are there
+
+    third = new_workspace(project, tmp_path, "run-3", n=5)  # a param changed: both re-run
+    assert [workspace.run_stage(third, s, env=env) for s in ("a", "b")] == ["ran", "ran"]
+    assert json.loads((first / "out/a.json").read_text())["n"] == 3  # runs stay isolated
+
+
+@pytest.mark.slow
+def test_a_stage_user_error_is_reported_as_one_line_and_not_retryable(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project")
+    ws = new_workspace(project, tmp_path, "bad", n=-1)
+    with pytest.raises(workspace.StageFailed) as err:
+        workspace.run_stage(ws, "a", env={"RAN_LOG": str(tmp_path / "ran.log")})
+    assert err.value.user_error and err.value.code == 2
+    assert str(err.value) == "a: n must be >= 0 (params.yaml n)"
+
+
+def test_run_ids_become_safe_paths() -> None:
+    assert (
+        workspace.safe_id("manual__2026-01-02T03:04:05.123+00:00")
+        == "manual__2026-01-02T03-04-05.123+00-00"
+    )
+    assert workspace.safe_id("../../etc") == "etc"  # never a path outside the workspace root
+    assert workspace.safe_id("a/b/../c") == "a-b-..-c"
