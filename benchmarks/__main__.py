@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark module (or the ones named) and print their tables.
 
-    python -m benchmarks [prepare validate train figures dag ...]
+python -m benchmarks [prepare validate train figures dag ...]
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from pathlib import Path
 
 
 def main(names: list[str]) -> int:
-    found = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
-                   if not m.name.startswith("_"))
+    found = sorted(
+        m.name
+        for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+        if not m.name.startswith("_")
+    )
     unknown = sorted(set(names) - set(found))
     if unknown:
         print(f"unknown benchmark(s) {unknown}; available: {', '.join(found)}", file=sys.stderr)

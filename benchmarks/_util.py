@@ -12,8 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_measured(args: list[str], *, cwd: Path | None = None, env: dict | None = None
-                 ) -> tuple[float, float]:
+def run_measured(
+    args: list[str], *, cwd: Path | None = None, env: dict | None = None
+) -> tuple[float, float]:
     """Run `python -m module args...` in a child; returns (wall seconds, peak RSS in MiB).
 
     The peak is the child's own VmHWM (see benchmarks/_peak.py for why not rusage).
@@ -25,15 +26,19 @@ def run_measured(args: list[str], *, cwd: Path | None = None, env: dict | None =
     with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: a chatty child never blocks
         start = time.perf_counter()
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-        proc = subprocess.Popen(cmd, cwd=cwd or ROOT,
-                                env={**os.environ, "PYTHONPATH": path, **(env or {})},
-                                stdout=subprocess.DEVNULL, stderr=err, text=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd or ROOT,
+            env={**os.environ, "PYTHONPATH": path, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
         proc.wait()
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             err.seek(0)
-            raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): "
-                               f"{err.read()[-2000:]}")
+            raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {err.read()[-2000:]}")
     kib = int(peak.read_text() or 0)
     peak.unlink(missing_ok=True)
     return wall, kib / 1024

@@ -33,8 +33,7 @@ def main() -> None:
         tmp = Path(tmp)
         www = tmp / "www"
         www.mkdir()
-        archive = cifar_archive(www / "cifar-10-python.tar.gz", per_batch=10_000,
-                                n_test=10_000)
+        archive = cifar_archive(www / "cifar-10-python.tar.gz", per_batch=10_000, n_test=10_000)
         handler = functools.partial(_Quiet, directory=str(www))
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -43,23 +42,49 @@ def main() -> None:
         try:
             for size in (None, 64):
                 params = tmp / f"params-{size}.yaml"
-                params.write_text(yaml.safe_dump({
-                    "data": {"source": "cifar10", "url": url, "md5": file_digest(archive, "md5"),
-                             "cache_dir": str(tmp / "dl"), "raw_dir": str(tmp / "raw"),
-                             "prepared_dir": str(tmp / f"prepared-{size}")},
-                    "prepare": {"image_size": size}}))
+                params.write_text(
+                    yaml.safe_dump(
+                        {
+                            "data": {
+                                "source": "cifar10",
+                                "url": url,
+                                "md5": file_digest(archive, "md5"),
+                                "cache_dir": str(tmp / "dl"),
+                                "raw_dir": str(tmp / "raw"),
+                                "prepared_dir": str(tmp / f"prepared-{size}"),
+                            },
+                            "prepare": {"image_size": size},
+                        }
+                    )
+                )
                 if size is None:
                     wall, rss = run_measured(["-m", "tasks.fetch", "--params", str(params)])
-                    rows.append(["fetch (download + md5 + extract)", "60,000", "32",
-                                 f"{wall:.1f}", f"{rss:.0f}", "-", "-"])
+                    rows.append(
+                        [
+                            "fetch (download + md5 + extract)",
+                            "60,000",
+                            "32",
+                            f"{wall:.1f}",
+                            f"{rss:.0f}",
+                            "-",
+                            "-",
+                        ]
+                    )
                 wall, rss = run_measured(["-m", "tasks.prepare", "--params", str(params)])
-                rows.append([f"prepare (image_size={size or 'native'})", "60,000",
-                             str(size or 32), f"{wall:.1f}", f"{rss:.0f}", str(LIMIT_MIB),
-                             "yes" if rss < LIMIT_MIB else "NO"])
+                rows.append(
+                    [
+                        f"prepare (image_size={size or 'native'})",
+                        "60,000",
+                        str(size or 32),
+                        f"{wall:.1f}",
+                        f"{rss:.0f}",
+                        str(LIMIT_MIB),
+                        "yes" if rss < LIMIT_MIB else "NO",
+                    ]
+                )
         finally:
             server.shutdown()
-    print(table(["step", "images", "px", "seconds", "peak RSS MiB", "limit MiB", "within"],
-                rows))
+    print(table(["step", "images", "px", "seconds", "peak RSS MiB", "limit MiB", "within"], rows))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """The prepared dataset on disk, as every later stage reads it.
 
-    data/prepared/
-      dataset.json          name, source, classes, image size, counts, the params used
-      classes.json          label -> class name
-      index.csv             one row per image: split, idx, label, class_name, source, sha256,
-                            orig_height, orig_width (+ coarse_label/coarse_class for CIFAR-100)
-      quarantine.csv        files that could not be decoded, with the reason
-      <split>/images.npy    (N, H, W, 3) uint8, memory-mappable
-      <split>/labels.npy    (N,) int64
+data/prepared/
+  dataset.json          name, source, classes, image size, counts, the params used
+  classes.json          label -> class name
+  index.csv             one row per image: split, idx, label, class_name, source, sha256,
+                        orig_height, orig_width (+ coarse_label/coarse_class for CIFAR-100)
+  quarantine.csv        files that could not be decoded, with the reason
+  <split>/images.npy    (N, H, W, 3) uint8, memory-mappable
+  <split>/labels.npy    (N,) int64
 """
 
 from __future__ import annotations
@@ -23,8 +23,16 @@ from tasks.common import UserError
 
 SPLITS = ("train", "val", "test")
 INFO, CLASSES, INDEX, QUARANTINE = "dataset.json", "classes.json", "index.csv", "quarantine.csv"
-INDEX_COLUMNS = ["split", "idx", "label", "class_name", "source", "sha256",
-                 "orig_height", "orig_width"]
+INDEX_COLUMNS = [
+    "split",
+    "idx",
+    "label",
+    "class_name",
+    "source",
+    "sha256",
+    "orig_height",
+    "orig_width",
+]
 QUARANTINE_COLUMNS = ["split", "source", "reason"]
 
 
@@ -73,8 +81,10 @@ def open_prepared(path: str | Path) -> Prepared:
     """Open a prepared dataset; a clear error if the prepare stage has not run there."""
     root = Path(path)
     if not (root / INFO).is_file():
-        raise UserError(f"{root}: no prepared dataset here ({INFO} missing); run "
-                        "`python -m tasks.prepare` (or `dvc repro prepare`) first")
+        raise UserError(
+            f"{root}: no prepared dataset here ({INFO} missing); run "
+            "`python -m tasks.prepare` (or `dvc repro prepare`) first"
+        )
     return Prepared(root)
 
 
@@ -86,8 +96,14 @@ class NpyWriter:
     chunk whatever the dataset size: a 60,000-image CIFAR-10 at 64 px is 737 MB on disk.
     """
 
-    def __init__(self, path: Path, capacity: int, row_shape: tuple[int, ...],
-                 dtype=np.uint8, chunk: int = 1024):
+    def __init__(
+        self,
+        path: Path,
+        capacity: int,
+        row_shape: tuple[int, ...],
+        dtype=np.uint8,
+        chunk: int = 1024,
+    ):
         self.path, self.row_shape, self.dtype = Path(path), tuple(row_shape), np.dtype(dtype)
         self.capacity, self.count = capacity, 0
         self._buf = np.empty((min(chunk, max(capacity, 1)), *row_shape), dtype)
@@ -123,9 +139,14 @@ class NpyWriter:
         import io
 
         buf = io.BytesIO()
-        np.lib.format.write_array_header_1_0(buf, {
-            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-            "shape": (n, *self.row_shape)})
+        np.lib.format.write_array_header_1_0(
+            buf,
+            {
+                "descr": np.lib.format.dtype_to_descr(self.dtype),
+                "fortran_order": False,
+                "shape": (n, *self.row_shape),
+            },
+        )
         return buf.getvalue()
 
     def _write_header(self, n: int) -> int:
@@ -135,7 +156,7 @@ class NpyWriter:
 
     def _flush(self) -> None:
         if self._fill:
-            self._f.write(self._buf[:self._fill].tobytes())
+            self._f.write(self._buf[: self._fill].tobytes())
             self.count += self._fill
             self._fill = 0
 

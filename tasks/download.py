@@ -22,8 +22,15 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20  # 1 MiB per read: few syscalls, small memory
 
 
-def download(url: str, dest: Path, *, md5: str | None, retries: int = 5,
-             timeout: float = 60.0, backoff: float = 1.0) -> Path:
+def download(
+    url: str,
+    dest: Path,
+    *,
+    md5: str | None,
+    retries: int = 5,
+    timeout: float = 60.0,
+    backoff: float = 1.0,
+) -> Path:
     """Fetch `url` to `dest` unless a verified copy is already there.
 
     Retries connection errors, timeouts and 5xx/429 answers with exponential backoff,
@@ -45,18 +52,23 @@ def download(url: str, dest: Path, *, md5: str | None, retries: int = 5,
             raise UserError(f"download of {url} failed: {e} (check data.url)") from None
         except (requests.RequestException, OSError) as e:
             if attempt == retries:
-                raise UserError(f"download of {url} failed after {retries} attempts: {e} "
-                                "(check the network or data.url)") from None
+                raise UserError(
+                    f"download of {url} failed after {retries} attempts: {e} "
+                    "(check the network or data.url)"
+                ) from None
             wait = backoff * 2 ** (attempt - 1)
-            log.warning("download attempt %d/%d failed (%s); retrying in %.1fs",
-                        attempt, retries, e, wait)
+            log.warning(
+                "download attempt %d/%d failed (%s); retrying in %.1fs", attempt, retries, e, wait
+            )
             time.sleep(wait)
     if md5 is not None:
         got = file_digest(part, "md5")
         if got != md5:
             part.unlink(missing_ok=True)
-            raise UserError(f"checksum mismatch for {url}: md5 {got}, expected {md5}; the file "
-                            "was deleted (a corrupt or different archive: check data.url/md5)")
+            raise UserError(
+                f"checksum mismatch for {url}: md5 {got}, expected {md5}; the file "
+                "was deleted (a corrupt or different archive: check data.url/md5)"
+            )
     os.replace(part, dest)
     log.info("downloaded %s (%s)", dest, human_bytes(dest.stat().st_size))
     return dest
@@ -79,15 +91,25 @@ def _fetch_into(url: str, part: Path, *, timeout: float) -> None:
         resumed = r.status_code == 206
         mode = "ab" if resumed else "wb"
         total = int(r.headers.get("Content-Length", 0)) + (have if resumed else 0)
-        with open(part, mode) as f, tqdm(total=total or None, initial=have if resumed else 0,
-                                         unit="B", unit_scale=True, desc=part.name[:-5],
-                                         disable=None, leave=False) as bar:
+        with (
+            open(part, mode) as f,
+            tqdm(
+                total=total or None,
+                initial=have if resumed else 0,
+                unit="B",
+                unit_scale=True,
+                desc=part.name[:-5],
+                disable=None,
+                leave=False,
+            ) as bar,
+        ):
             for block in r.iter_content(CHUNK):
                 f.write(block)
                 bar.update(len(block))
         if total and part.stat().st_size != total:
             raise requests.ConnectionError(
-                f"connection closed after {part.stat().st_size} of {total} bytes")
+                f"connection closed after {part.stat().st_size} of {total} bytes"
+            )
 
 
 def safe_extract_tar(archive: Path, dest: Path) -> list[str]:
@@ -114,8 +136,10 @@ def safe_extract_tar(archive: Path, dest: Path) -> list[str]:
 
 def _check_member(m: tarfile.TarInfo, dest: Path, archive: Path) -> None:
     def refuse(why: str) -> None:
-        raise UserError(f"{archive}: refusing to extract {m.name!r}: {why}; nothing was "
-                        "extracted (the archive is unsafe or not the official one)")
+        raise UserError(
+            f"{archive}: refusing to extract {m.name!r}: {why}; nothing was "
+            "extracted (the archive is unsafe or not the official one)"
+        )
 
     if m.issym() or m.islnk():
         refuse(f"it is a link to {m.linkname!r}")

@@ -61,10 +61,16 @@ class DataParams:
     download_backoff: float = 1.0  # seconds before the 2nd attempt, doubling after each failure
 
     def __post_init__(self) -> None:
-        check(self.source != "folder" or bool(self.path), "path",
-              "the folder source needs data.path (a local folder or s3://bucket/prefix)")
-        check(self.md5 is None or (len(self.md5) == 32 and _is_hex(self.md5)), "md5",
-              f"{self.md5!r} is not a 32-digit hex md5")
+        check(
+            self.source != "folder" or bool(self.path),
+            "path",
+            "the folder source needs data.path (a local folder or s3://bucket/prefix)",
+        )
+        check(
+            self.md5 is None or (len(self.md5) == 32 and _is_hex(self.md5)),
+            "md5",
+            f"{self.md5!r} is not a 32-digit hex md5",
+        )
         check(self.download_retries >= 1, "download_retries", "must be >= 1")
         check(self.download_timeout > 0, "download_timeout", "must be > 0")
         check(self.download_backoff >= 0, "download_backoff", "must be >= 0")
@@ -87,19 +93,33 @@ class PrepareParams:
     workers: int = 0  # image decoding threads; 0 = one per core
 
     def __post_init__(self) -> None:
-        check(self.image_size is None or 8 <= self.image_size <= 1024, "image_size",
-              f"{self.image_size} is out of range: must be null or 8..1024")
-        check(self.max_per_class is None or self.max_per_class >= 1, "max_per_class",
-              f"{self.max_per_class} is out of range: must be null or >= 1")
-        check(self.fraction is None or 0 < self.fraction <= 1, "fraction",
-              f"{self.fraction} is out of range: must be null or in (0, 1]")
-        check(0 <= self.val_fraction < 1, "val_fraction",
-              f"{self.val_fraction} is out of range: must be in [0, 1)")
-        check(0 < self.test_fraction < 1, "test_fraction",
-              f"{self.test_fraction} is out of range: must be in (0, 1)")
+        check(
+            self.image_size is None or 8 <= self.image_size <= 1024,
+            "image_size",
+            f"{self.image_size} is out of range: must be null or 8..1024",
+        )
+        check(
+            self.max_per_class is None or self.max_per_class >= 1,
+            "max_per_class",
+            f"{self.max_per_class} is out of range: must be null or >= 1",
+        )
+        check(
+            self.fraction is None or 0 < self.fraction <= 1,
+            "fraction",
+            f"{self.fraction} is out of range: must be null or in (0, 1]",
+        )
+        check(
+            0 <= self.val_fraction < 1,
+            "val_fraction",
+            f"{self.val_fraction} is out of range: must be in [0, 1)",
+        )
+        check(
+            0 < self.test_fraction < 1,
+            "test_fraction",
+            f"{self.test_fraction} is out of range: must be in (0, 1)",
+        )
         check(self.workers >= 0, "workers", "must be >= 0")
-        check(not (self.include and self.exclude), "include",
-              "give include or exclude, not both")
+        check(not (self.include and self.exclude), "include", "give include or exclude, not both")
         both = set(self.include) & set(self.exclude)
         check(not both, "exclude", f"{sorted(both)} also in include")
 
@@ -127,16 +147,28 @@ class ValidateParams:
 
     def __post_init__(self) -> None:
         check(self.min_per_class >= 1, "min_per_class", f"{self.min_per_class}: must be >= 1")
-        check(0 <= self.min_class_ratio <= 1, "min_class_ratio",
-              f"{self.min_class_ratio} is out of range: must be in [0, 1]")
-        check(0 <= self.max_quarantine_share <= 1, "max_quarantine_share",
-              f"{self.max_quarantine_share} is out of range: must be in [0, 1]")
-        check(0 <= self.min_pixel_range <= 255, "min_pixel_range",
-              f"{self.min_pixel_range} is out of range: must be 0..255")
+        check(
+            0 <= self.min_class_ratio <= 1,
+            "min_class_ratio",
+            f"{self.min_class_ratio} is out of range: must be in [0, 1]",
+        )
+        check(
+            0 <= self.max_quarantine_share <= 1,
+            "max_quarantine_share",
+            f"{self.max_quarantine_share} is out of range: must be in [0, 1]",
+        )
+        check(
+            0 <= self.min_pixel_range <= 255,
+            "min_pixel_range",
+            f"{self.min_pixel_range} is out of range: must be 0..255",
+        )
         check(len(set(self.splits)) == len(self.splits), "splits", "lists a split twice")
         for name, level in self.severity.items():
-            check(level in ("error", "warning"), f"severity.{name}",
-                  f"{level!r} is not allowed; allowed values: error, warning")
+            check(
+                level in ("error", "warning"),
+                f"severity.{name}",
+                f"{level!r} is not allowed; allowed values: error, warning",
+            )
         check(1 <= self.examples <= 100, "examples", f"{self.examples}: must be 1..100")
 
 
@@ -149,11 +181,18 @@ Unfreeze = int | str  # a top-layer count, a stage name from RESNET50_STAGES, or
 
 def _check_unfreeze(value: Unfreeze, key: str) -> None:
     if isinstance(value, int):
-        check(0 <= value <= RESNET50_LAYERS, key, f"{value} is out of range: ResNet-50 has "
-              f"{RESNET50_LAYERS} layers; give 0..{RESNET50_LAYERS}, a stage name or all")
+        check(
+            0 <= value <= RESNET50_LAYERS,
+            key,
+            f"{value} is out of range: ResNet-50 has "
+            f"{RESNET50_LAYERS} layers; give 0..{RESNET50_LAYERS}, a stage name or all",
+        )
     else:
-        check(value == "all" or value in RESNET50_STAGES, key, f"{value!r} is not a layer count,"
-              f" a stage name ({', '.join(RESNET50_STAGES)}) or all")
+        check(
+            value == "all" or value in RESNET50_STAGES,
+            key,
+            f"{value!r} is not a layer count, a stage name ({', '.join(RESNET50_STAGES)}) or all",
+        )
 
 
 @dataclass(frozen=True)
@@ -176,11 +215,17 @@ class BackboneParams:
 
     def __post_init__(self) -> None:
         check(bool(self.weights.strip()), "weights", "give source, imagenet, none or a path")
-        check(self.weights != "source" or bool(self.holdout), "holdout",
-              "the source model needs at least one held-out class")
+        check(
+            self.weights != "source" or bool(self.holdout),
+            "holdout",
+            "the source model needs at least one held-out class",
+        )
         check(self.epochs >= 1, "epochs", f"{self.epochs} is out of range: must be >= 1")
-        check(0 < self.learning_rate < 1, "learning_rate",
-              f"{self.learning_rate} is out of range: must be in (0, 1)")
+        check(
+            0 < self.learning_rate < 1,
+            "learning_rate",
+            f"{self.learning_rate} is out of range: must be in (0, 1)",
+        )
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.patience >= 1, "patience", "must be >= 1")
         check(0 < self.bn_momentum < 1, "bn_momentum", f"{self.bn_momentum}: must be in (0, 1)")
@@ -209,8 +254,11 @@ class FineTuneParams:
     epochs: int = 5  # phase 2 epochs at most (early stopping may end it sooner)
 
     def __post_init__(self) -> None:
-        check(0 < self.learning_rate < 1, "learning_rate",
-              f"{self.learning_rate} is out of range: must be in (0, 1)")
+        check(
+            0 < self.learning_rate < 1,
+            "learning_rate",
+            f"{self.learning_rate} is out of range: must be in (0, 1)",
+        )
         check(self.epochs >= 0, "epochs", f"{self.epochs} is out of range: must be >= 0")
 
 
@@ -255,12 +303,18 @@ class TrainParams:
     distribute: Literal["auto", "off", "mirrored"] = "auto"  # auto: mirrored if > 1 GPU
 
     def __post_init__(self) -> None:
-        check(32 <= self.image_size <= 1024, "image_size",
-              f"{self.image_size} is out of range: ResNet-50 needs 32..1024 px")
+        check(
+            32 <= self.image_size <= 1024,
+            "image_size",
+            f"{self.image_size} is out of range: ResNet-50 needs 32..1024 px",
+        )
         check(all(u >= 1 for u in self.units), "units", "every Dense width must be >= 1")
         check(0 <= self.dropout < 1, "dropout", f"{self.dropout} is out of range: [0, 1)")
-        check(0 < self.learning_rate < 1, "learning_rate",
-              f"{self.learning_rate} is out of range: must be in (0, 1)")
+        check(
+            0 < self.learning_rate < 1,
+            "learning_rate",
+            f"{self.learning_rate} is out of range: must be in (0, 1)",
+        )
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.epochs >= 1, "epochs", f"{self.epochs} is out of range: must be >= 1")
         check(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
@@ -286,8 +340,7 @@ class EvaluateParams:
         check(len(self.models) > 0, "models", "give at least one model folder")
         check(self.batch_size >= 1, "batch_size", f"{self.batch_size}: must be >= 1")
         check(self.top_k >= 2, "top_k", f"{self.top_k}: must be >= 2")
-        check(self.confused_pairs >= 1, "confused_pairs",
-              f"{self.confused_pairs}: must be >= 1")
+        check(self.confused_pairs >= 1, "confused_pairs", f"{self.confused_pairs}: must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -305,8 +358,13 @@ class VisualizeParams:
     dpi: int = 100  # PNG resolution; 100 keeps the report small, 200 for print
     samples_per_class: int = 8  # EDA grid columns
     image_index: int = 0  # test image used for activations and the preprocessing pair
-    activation_layers: tuple[str, ...] = ("conv1_relu", "conv2_block3_out", "conv3_block4_out",
-                                          "conv4_block6_out", "conv5_block3_out")
+    activation_layers: tuple[str, ...] = (
+        "conv1_relu",
+        "conv2_block3_out",
+        "conv3_block4_out",
+        "conv4_block6_out",
+        "conv5_block3_out",
+    )
     activation_channels: int = 8  # feature maps shown per layer and model
     first_conv_layer: str = "conv1_conv"  # its kernels are drawn as RGB tiles
     filter_layers: tuple[str, ...] = ("conv3_block4_out",)  # gradient-ascent patterns
@@ -322,14 +380,24 @@ class VisualizeParams:
 
     def __post_init__(self) -> None:
         check(self.dpi >= 30, "dpi", f"{self.dpi}: must be >= 30")
-        for key in ("samples_per_class", "activation_channels", "ascent_steps",
-                    "gradcam_images", "misclassified", "pairs_shown", "pair_examples"):
+        for key in (
+            "samples_per_class",
+            "activation_channels",
+            "ascent_steps",
+            "gradcam_images",
+            "misclassified",
+            "pairs_shown",
+            "pair_examples",
+        ):
             v = getattr(self, key)
             check(1 <= v <= 256, key, f"{v} is out of range: must be 1..256")
         check(self.image_index >= 0, "image_index", "must be >= 0")
         check(self.ascent_lr > 0, "ascent_lr", "must be > 0")
-        check(all(i >= 0 for i in self.filter_indices), "filter_indices",
-              "channel numbers must be >= 0")
+        check(
+            all(i >= 0 for i in self.filter_indices),
+            "filter_indices",
+            "channel numbers must be >= 0",
+        )
         check(bool(self.activation_layers), "activation_layers", "name at least one layer")
         check(self.gradcam_min_side >= 1, "gradcam_min_side", "must be >= 1")
 
@@ -342,8 +410,14 @@ class PublishParams:
     endpoint_url: str | None = None  # S3-compatible endpoint (MinIO); None = AWS_ENDPOINT_URL / AWS
     profile: str | None = None  # AWS profile; None = env credentials / default chain
     run_id: str | None = None  # None = UTC time + short git commit; Airflow passes its run id
-    artifacts: tuple[str, ...] = ("models/feature_extraction", "models/fine_tune", "metrics",
-                                  "figures", "reports/report.html", "reports/validation")
+    artifacts: tuple[str, ...] = (
+        "models/feature_extraction",
+        "models/fine_tune",
+        "metrics",
+        "figures",
+        "reports/report.html",
+        "reports/validation",
+    )
     model: str = "models/fine_tune"  # the model folder the champion gate scores and points at
     # compared on the test split (tasks.evaluate's definitions; recall_macro = balanced accuracy)
     metric: Literal["accuracy", "f1_macro", "recall_macro"] = "accuracy"
@@ -357,21 +431,36 @@ class PublishParams:
     multipart_chunk_mb: int = 16  # part size (S3 minimum 5)
 
     def __post_init__(self) -> None:
-        check(bool(self.destination.strip()), "destination",
-              "give a folder, file:///path or s3://bucket/prefix")
-        check(self.run_id is None or _is_run_id(self.run_id), "run_id",
-              f"{self.run_id!r}: use letters, digits and . _ - + only (it becomes a path)")
+        check(
+            bool(self.destination.strip()),
+            "destination",
+            "give a folder, file:///path or s3://bucket/prefix",
+        )
+        check(
+            self.run_id is None or _is_run_id(self.run_id),
+            "run_id",
+            f"{self.run_id!r}: use letters, digits and . _ - + only (it becomes a path)",
+        )
         check(bool(self.artifacts), "artifacts", "list at least one file or folder")
-        check(self.model in self.artifacts, "model",
-              f"{self.model!r} must also be in publish.artifacts")
-        check(0 <= self.min_improvement < 1, "min_improvement",
-              f"{self.min_improvement} is out of range: must be in [0, 1)")
+        check(
+            self.model in self.artifacts,
+            "model",
+            f"{self.model!r} must also be in publish.artifacts",
+        )
+        check(
+            0 <= self.min_improvement < 1,
+            "min_improvement",
+            f"{self.min_improvement} is out of range: must be in [0, 1)",
+        )
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.retries >= 1, "retries", "must be >= 1")
         check(self.backoff >= 0, "backoff", "must be >= 0")
         check(self.timeout > 0, "timeout", "must be > 0")
-        check(self.multipart_chunk_mb >= 5, "multipart_chunk_mb",
-              f"{self.multipart_chunk_mb}: S3 parts must be >= 5 MiB")
+        check(
+            self.multipart_chunk_mb >= 5,
+            "multipart_chunk_mb",
+            f"{self.multipart_chunk_mb}: S3 parts must be >= 5 MiB",
+        )
         check(self.multipart_threshold_mb >= 5, "multipart_threshold_mb", "must be >= 5")
 
 
@@ -401,10 +490,20 @@ class OrchestrationParams:
     # UI form: these params.yaml keys become DAG Params (typed from this file); anything else
     # goes in the `overrides` list (KEY=VALUE). Keys that do not exist fail the DAG tests.
     run_params: tuple[str, ...] = (
-        "data.source", "data.path", "prepare.image_size", "backbone.weights", "train.strategy",
-        "train.image_size", "train.epochs", "train.learning_rate", "train.unfreeze",
-        "train.fine_tune.epochs", "train.fine_tune.learning_rate", "train.sweep.unfreeze",
-        "publish.min_improvement")
+        "data.source",
+        "data.path",
+        "prepare.image_size",
+        "backbone.weights",
+        "train.strategy",
+        "train.image_size",
+        "train.epochs",
+        "train.learning_rate",
+        "train.unfreeze",
+        "train.fine_tune.epochs",
+        "train.fine_tune.learning_rate",
+        "train.sweep.unfreeze",
+        "publish.min_improvement",
+    )
     aws_conn_id: str | None = "aws_default"  # Airflow connection for S3; None/missing = env
     dvc_push: bool = True  # push data and models to the DVC remote (skipped if none set)
     training_executor: Literal["local", "kubernetes"] = "local"  # kubernetes: one GPU pod each
@@ -421,8 +520,11 @@ class OrchestrationParams:
         check(self.gpu_pool_slots >= 1, "gpu_pool_slots", "must be >= 1")
         check(self.retries >= 0, "retries", "must be >= 0")
         check(self.retry_delay_s > 0, "retry_delay_s", "must be > 0")
-        check(self.max_retry_delay_s >= self.retry_delay_s, "max_retry_delay_s",
-              "must be >= retry_delay_s")
+        check(
+            self.max_retry_delay_s >= self.retry_delay_s,
+            "max_retry_delay_s",
+            "must be >= retry_delay_s",
+        )
         check(self.train_timeout_min > 0, "train_timeout_min", "must be > 0")
         check(self.stage_timeout_min > 0, "stage_timeout_min", "must be > 0")
         check(self.max_active_runs >= 1, "max_active_runs", "must be >= 1")
@@ -453,13 +555,15 @@ class Params:
         return dataclasses.asdict(self)
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None
-                ) -> Params:
+def load_params(
+    path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None
+) -> Params:
     """Read, type-check and range-check params.yaml (plus dotted `overrides`)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: params file not found (run from the project root or pass "
-                        "--params PATH)")
+        raise UserError(
+            f"{path}: params file not found (run from the project root or pass --params PATH)"
+        )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -485,9 +589,10 @@ def build(cls: type, raw: Any, key: str) -> Any:
     unknown = sorted(set(raw) - set(names))
     if unknown:
         where = f"{key}." if key else ""
-        raise ParamsError(f"{where}{unknown[0]}",
-                          f"unknown key; allowed keys{' in ' + key if key else ''}: "
-                          f"{', '.join(names)}")
+        raise ParamsError(
+            f"{where}{unknown[0]}",
+            f"unknown key; allowed keys{' in ' + key if key else ''}: {', '.join(names)}",
+        )
     values = {n: coerce(raw[n], hints[n], _join(key, n)) for n in names if n in raw}
     try:
         return cls(**values)
@@ -516,8 +621,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         allowed = get_args(tp)
         if value in allowed:
             return value
-        raise ParamsError(key, f"{value!r} is not allowed; allowed values: "
-                               f"{', '.join(map(str, allowed))}")
+        raise ParamsError(
+            key, f"{value!r} is not allowed; allowed values: {', '.join(map(str, allowed))}"
+        )
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
             raise ParamsError(key, f"{value!r} is not a list")
@@ -593,7 +699,11 @@ def params_from_cli(doc: str | None, argv: list[str] | None = None) -> Params:
     """The command line every stage shares: `--params FILE` and `--set KEY=VALUE`."""
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override one param, e.g. --set prepare.image_size=64")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one param, e.g. --set prepare.image_size=64",
+    )
     args = parser.parse_args(argv)
     return load_params(args.params, parse_overrides(args.set))

@@ -46,16 +46,23 @@ def prepare(*, data: DataParams, cfg: PrepareParams) -> Prepared:
         raise UserError(f"{raw_dir}: nothing fetched yet; run `python -m tasks.fetch` first")
     fetched = pd.read_json(raw_dir / FETCH_RECORD, typ="series")["source"]
     if fetched != data.source:
-        raise UserError(f"{raw_dir} holds {fetched!r} but data.source is {data.source!r}; run "
-                        "the fetch stage again")
+        raise UserError(
+            f"{raw_dir} holds {fetched!r} but data.source is {data.source!r}; run "
+            "the fetch stage again"
+        )
     raw = sources.module(data.source).read(raw_dir, data.source)
     if cfg.image_size is None and any(s.images is None for s in raw.splits.values()):
-        raise ParamsError("prepare.image_size", f"null (native size) needs a source of one "
-                          f"image size (digits, CIFAR); set a size in px for {data.source}")
+        raise ParamsError(
+            "prepare.image_size",
+            f"null (native size) needs a source of one "
+            f"image size (digits, CIFAR); set a size in px for {data.source}",
+        )
     keep = select_classes(raw.classes, include=cfg.include, exclude=cfg.exclude)
     if not any(np.isin(s.labels, keep).any() for s in raw.splits.values()):
-        raise UserError(f"{raw_dir}: no images of the selected classes were found (check "
-                        "data.path and prepare.include/exclude)")
+        raise UserError(
+            f"{raw_dir}: no images of the selected classes were found (check "
+            "data.path and prepare.include/exclude)"
+        )
     plan = plan_splits(raw, keep=keep, cfg=cfg)
     classes = [raw.classes[c] for c in keep]
     relabel = {old: new for new, old in enumerate(keep)}
@@ -63,8 +70,9 @@ def prepare(*, data: DataParams, cfg: PrepareParams) -> Prepared:
     with atomic_dir(out) as tmp:
         rows, bad, shapes = [], [], set()
         for split, (part, idx) in plan.items():
-            r, q, shape = write_split(tmp / split, split, part, idx, raw=raw, relabel=relabel,
-                                      classes=classes, cfg=cfg)
+            r, q, shape = write_split(
+                tmp / split, split, part, idx, raw=raw, relabel=relabel, classes=classes, cfg=cfg
+            )
             rows += r
             bad += q
             shapes.add(shape)
@@ -72,37 +80,51 @@ def prepare(*, data: DataParams, cfg: PrepareParams) -> Prepared:
         index.to_csv(tmp / INDEX, index=False)
         pd.DataFrame(bad, columns=QUARANTINE_COLUMNS).to_csv(tmp / QUARANTINE, index=False)
         atomic_write_json(tmp / CLASSES, classes)
-        counts = {s: index[index.split == s].class_name.value_counts().reindex(classes,
-                  fill_value=0).astype(int).to_dict() for s in plan}
-        atomic_write_json(tmp / INFO, {
-            "name": raw.name, "source": data.source, "classes": classes,
-            "image_size": max(shapes)[0] if shapes else cfg.image_size,
-            "n": {s: int(sum(c.values())) for s, c in counts.items()},
-            "counts": counts, "quarantined": len(bad),
-            "params": {"data": _public(data), "prepare": _public(cfg)},
-        })
+        counts = {
+            s: index[index.split == s]
+            .class_name.value_counts()
+            .reindex(classes, fill_value=0)
+            .astype(int)
+            .to_dict()
+            for s in plan
+        }
+        atomic_write_json(
+            tmp / INFO,
+            {
+                "name": raw.name,
+                "source": data.source,
+                "classes": classes,
+                "image_size": max(shapes)[0] if shapes else cfg.image_size,
+                "n": {s: int(sum(c.values())) for s, c in counts.items()},
+                "counts": counts,
+                "quarantined": len(bad),
+                "params": {"data": _public(data), "prepare": _public(cfg)},
+            },
+        )
     if bad:
         log.warning("%d unreadable file(s) skipped; see %s", len(bad), out / QUARANTINE)
     return Prepared(out)
 
 
-def select_classes(classes: list[str], *, include: tuple[str, ...], exclude: tuple[str, ...]
-                   ) -> list[int]:
+def select_classes(
+    classes: list[str], *, include: tuple[str, ...], exclude: tuple[str, ...]
+) -> list[int]:
     """Original label ids to keep, in the source's order."""
     for key, names in (("prepare.include", include), ("prepare.exclude", exclude)):
         unknown = [n for n in names if n not in classes]
         if unknown:
-            raise ParamsError(key, f"{unknown} not in the dataset; its classes are: "
-                              f"{', '.join(classes)}")
-    keep = [i for i, c in enumerate(classes)
-            if (not include or c in include) and c not in exclude]
+            raise ParamsError(
+                key, f"{unknown} not in the dataset; its classes are: {', '.join(classes)}"
+            )
+    keep = [i for i, c in enumerate(classes) if (not include or c in include) and c not in exclude]
     if not keep:
         raise ParamsError("prepare.exclude", "every class was excluded")
     return keep
 
 
-def plan_splits(raw: RawDataset, *, keep: list[int], cfg: PrepareParams
-                ) -> dict[str, tuple[RawSplit, np.ndarray]]:
+def plan_splits(
+    raw: RawDataset, *, keep: list[int], cfg: PrepareParams
+) -> dict[str, tuple[RawSplit, np.ndarray]]:
     """Which rows of which official split go to train/val/test (stratified, seeded)."""
     rng = np.random.default_rng(cfg.seed)
     chosen = {}
@@ -120,8 +142,9 @@ def plan_splits(raw: RawDataset, *, keep: list[int], cfg: PrepareParams
     return {s: chosen[s] for s in SPLITS if s in chosen}
 
 
-def subsample(labels: np.ndarray, rows: np.ndarray, *, cfg: PrepareParams,
-              rng: np.random.Generator) -> np.ndarray:
+def subsample(
+    labels: np.ndarray, rows: np.ndarray, *, cfg: PrepareParams, rng: np.random.Generator
+) -> np.ndarray:
     """Keep `fraction` and at most `max_per_class` of each class (random, seeded)."""
     if (cfg.fraction is None and cfg.max_per_class is None) or len(rows) == 0:
         return rows
@@ -137,8 +160,9 @@ def subsample(labels: np.ndarray, rows: np.ndarray, *, cfg: PrepareParams,
     return np.sort(np.concatenate(out))
 
 
-def carve(labels: np.ndarray, rows: np.ndarray, fraction: float, rng: np.random.Generator
-          ) -> tuple[np.ndarray, np.ndarray]:
+def carve(
+    labels: np.ndarray, rows: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Split `rows` into (rest, carved) with `fraction` of every class carved out."""
     rest, carved = [rows[:0]], [rows[:0]]
     for c in np.unique(labels[rows]):
@@ -151,20 +175,29 @@ def carve(labels: np.ndarray, rows: np.ndarray, fraction: float, rng: np.random.
     return np.sort(np.concatenate(rest)), np.sort(np.concatenate(carved))
 
 
-def write_split(folder: Path, split: str, part: RawSplit, rows: np.ndarray, *,
-                raw: RawDataset, relabel: dict[int, int], classes: list[str],
-                cfg: PrepareParams) -> tuple[list[list], list[list], tuple[int, int]]:
+def write_split(
+    folder: Path,
+    split: str,
+    part: RawSplit,
+    rows: np.ndarray,
+    *,
+    raw: RawDataset,
+    relabel: dict[int, int],
+    classes: list[str],
+    cfg: PrepareParams,
+) -> tuple[list[list], list[list], tuple[int, int]]:
     """Decode, fit and write one split; returns (index rows, quarantine rows, (H, W))."""
     folder.mkdir(parents=True)
     size = cfg.image_size or part.images.shape[1]
     labels, index, bad = [], [], []
     workers = cfg.workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(workers) as pool, \
-            NpyWriter(folder / "images.npy", len(rows), (size, size, 3), chunk=CHUNK) as images:
+    with (
+        ThreadPoolExecutor(workers) as pool,
+        NpyWriter(folder / "images.npy", len(rows), (size, size, 3), chunk=CHUNK) as images,
+    ):
         for start in range(0, len(rows), CHUNK):
-            chunk = rows[start:start + CHUNK]
-            for row, result in zip(chunk, pool.map(lambda r: _load(part, r), chunk),
-                                   strict=True):
+            chunk = rows[start : start + CHUNK]
+            for row, result in zip(chunk, pool.map(lambda r: _load(part, r), chunk), strict=True):
                 if isinstance(result, str):
                     bad.append([split, part.sources[row], result])
                     continue
@@ -172,9 +205,18 @@ def write_split(folder: Path, split: str, part: RawSplit, rows: np.ndarray, *,
                 images.append(fit(result, size, cfg.resize))
                 label = relabel[int(part.labels[row])]
                 labels.append(label)
-                index.append([split, k, label, classes[label], part.sources[row],
-                              hashlib.sha256(np.ascontiguousarray(result)).hexdigest(),
-                              *result.shape[:2], *_extra_values(raw, part, row)])
+                index.append(
+                    [
+                        split,
+                        k,
+                        label,
+                        classes[label],
+                        part.sources[row],
+                        hashlib.sha256(np.ascontiguousarray(result)).hexdigest(),
+                        *result.shape[:2],
+                        *_extra_values(raw, part, row),
+                    ]
+                )
         images.close()
     np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64))
     log.info("%s: %d images at %dx%d (%d skipped)", split, len(labels), size, size, len(bad))
@@ -206,8 +248,7 @@ def _extra_values(raw: RawDataset, part: RawSplit, row: int) -> list:
 def _public(cfg) -> dict:
     import dataclasses
 
-    return {k: list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(cfg).items()}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def summary(prepared: Prepared) -> str:
@@ -216,18 +257,23 @@ def summary(prepared: Prepared) -> str:
     classes = info["classes"]
     splits = [s for s in SPLITS if s in info["counts"]]
     width = max(len(c) for c in [*classes, "class", "total"]) + 2
-    lines = [f"dataset   {info['name']} ({info['source']}), {len(classes)} classes, "
-             f"{info['image_size']}x{info['image_size']} RGB uint8",
-             "", "class".ljust(width) + "".join(s.rjust(8) for s in splits)]
+    lines = [
+        f"dataset   {info['name']} ({info['source']}), {len(classes)} classes, "
+        f"{info['image_size']}x{info['image_size']} RGB uint8",
+        "",
+        "class".ljust(width) + "".join(s.rjust(8) for s in splits),
+    ]
     for c in classes:
-        lines.append(c.ljust(width) + "".join(str(info["counts"][s][c]).rjust(8)
-                                               for s in splits))
+        lines.append(c.ljust(width) + "".join(str(info["counts"][s][c]).rjust(8) for s in splits))
     lines.append("total".ljust(width) + "".join(str(info["n"][s]).rjust(8) for s in splits))
     size = sum(f.stat().st_size for f in prepared.root.rglob("*.npy"))
-    lines += ["", f"files     {prepared.root}/ ({human_bytes(size)} of arrays; index.csv, "
-                  "classes.json, dataset.json)",
-              f"skipped   {info['quarantined']} unreadable file(s)"
-              + (f", listed in {prepared.root / QUARANTINE}" if info["quarantined"] else "")]
+    lines += [
+        "",
+        f"files     {prepared.root}/ ({human_bytes(size)} of arrays; index.csv, "
+        "classes.json, dataset.json)",
+        f"skipped   {info['quarantined']} unreadable file(s)"
+        + (f", listed in {prepared.root / QUARANTINE}" if info["quarantined"] else ""),
+    ]
     return "\n".join(lines)
 
 

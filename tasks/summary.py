@@ -1,6 +1,6 @@
 """What `make run` prints at the end: the prepared dataset, metrics per model, the report.
 
-    python -m tasks.summary [--params params.yaml]
+python -m tasks.summary [--params params.yaml]
 """
 
 from __future__ import annotations

@@ -12,9 +12,14 @@ from tasks.common import atomic_write_json
 from tasks.dataset import CLASSES, INDEX, INDEX_COLUMNS, INFO, QUARANTINE, QUARANTINE_COLUMNS
 
 
-def write_prepared(root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
-                   classes: list[str], *, name: str = "fixture",
-                   quarantined: list[tuple[str, str, str]] = ()) -> Path:
+def write_prepared(
+    root: Path,
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    classes: list[str],
+    *,
+    name: str = "fixture",
+    quarantined: list[tuple[str, str, str]] = (),
+) -> Path:
     """Write a prepared dataset in the layout `tasks.prepare` writes (tasks/dataset.py).
 
     `splits` maps split -> (images (N, H, W, 3) uint8, labels (N,) int).
@@ -28,18 +33,37 @@ def write_prepared(root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
         np.save(root / split / "labels.npy", np.asarray(labels, dtype=np.int64))
         sizes.add(images.shape[1])
         for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
-            rows.append([split, i, int(lab), classes[int(lab)], f"{split}/{i}.png",
-                         hashlib.sha256(np.ascontiguousarray(img)).hexdigest(),
-                         img.shape[0], img.shape[1]])
+            rows.append(
+                [
+                    split,
+                    i,
+                    int(lab),
+                    classes[int(lab)],
+                    f"{split}/{i}.png",
+                    hashlib.sha256(np.ascontiguousarray(img)).hexdigest(),
+                    img.shape[0],
+                    img.shape[1],
+                ]
+            )
         counts[split] = {c: int((np.asarray(labels) == k).sum()) for k, c in enumerate(classes)}
     pd.DataFrame(rows, columns=INDEX_COLUMNS).to_csv(root / INDEX, index=False)
-    pd.DataFrame(list(quarantined), columns=QUARANTINE_COLUMNS).to_csv(root / QUARANTINE,
-                                                                        index=False)
+    pd.DataFrame(list(quarantined), columns=QUARANTINE_COLUMNS).to_csv(
+        root / QUARANTINE, index=False
+    )
     atomic_write_json(root / CLASSES, classes)
-    atomic_write_json(root / INFO, {
-        "name": name, "source": "folder", "classes": classes, "image_size": max(sizes),
-        "n": {s: sum(c.values()) for s, c in counts.items()}, "counts": counts,
-        "quarantined": len(quarantined), "params": {}})
+    atomic_write_json(
+        root / INFO,
+        {
+            "name": name,
+            "source": "folder",
+            "classes": classes,
+            "image_size": max(sizes),
+            "n": {s: sum(c.values()) for s, c in counts.items()},
+            "counts": counts,
+            "quarantined": len(quarantined),
+            "params": {},
+        },
+    )
     return root
 
 
@@ -48,8 +72,15 @@ def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
-def cifar_archive(path: Path, kind: str = "cifar10", *, per_batch: int = 20, n_test: int = 20,
-                  classes: list[str] | None = None, seed: int = 0) -> Path:
+def cifar_archive(
+    path: Path,
+    kind: str = "cifar10",
+    *,
+    per_batch: int = 20,
+    n_test: int = 20,
+    classes: list[str] | None = None,
+    seed: int = 0,
+) -> Path:
     """A .tar.gz in the official "CIFAR python version" layout, with small batches.
 
     Batches are pickled dicts with bytes keys, as in the real archives: CIFAR-10 has
@@ -62,8 +93,18 @@ def cifar_archive(path: Path, kind: str = "cifar10", *, per_batch: int = 20, n_t
 
     rng = np.random.default_rng(seed)
     if kind == "cifar10":
-        classes = classes or ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                              "horse", "ship", "truck"]
+        classes = classes or [
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ]
         folder, meta_name = "cifar-10-batches-py", "batches.meta"
         files = {f"data_batch_{i}": per_batch for i in range(1, 6)} | {"test_batch": n_test}
         meta = {b"label_names": [c.encode() for c in classes], b"num_cases_per_batch": per_batch}
@@ -71,9 +112,12 @@ def cifar_archive(path: Path, kind: str = "cifar10", *, per_batch: int = 20, n_t
         classes = classes or [f"fine{i}" for i in range(6)]
         folder, meta_name = "cifar-100-python", "meta"
         files = {"train": per_batch * 5, "test": n_test}
-        meta = {b"fine_label_names": [c.encode() for c in classes],
-                b"coarse_label_names": [b"coarse0", b"coarse1"]}
+        meta = {
+            b"fine_label_names": [c.encode() for c in classes],
+            b"coarse_label_names": [b"coarse0", b"coarse1"],
+        }
     with tarfile.open(path, "w:gz") as tar:
+
         def add(name: str, obj: object) -> None:
             blob = pickle.dumps(obj, protocol=2)
             info = tarfile.TarInfo(f"{folder}/{name}")
@@ -82,9 +126,11 @@ def cifar_archive(path: Path, kind: str = "cifar10", *, per_batch: int = 20, n_t
 
         for name, n in files.items():
             labels = [int(x) for x in np.arange(n) % len(classes)]
-            batch = {b"batch_label": name.encode(),
-                     b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                     b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}
+            batch = {
+                b"batch_label": name.encode(),
+                b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                b"filenames": [f"{name}_{i}.png".encode() for i in range(n)],
+            }
             if kind == "cifar10":
                 batch[b"labels"] = labels
             else:
@@ -95,8 +141,14 @@ def cifar_archive(path: Path, kind: str = "cifar10", *, per_batch: int = 20, n_t
     return path
 
 
-def image_tree_archive(path: Path, top: str, tree: dict[str, dict[str, int]], *,
-                       size: tuple[int, int] = (40, 30), seed: int = 0) -> Path:
+def image_tree_archive(
+    path: Path,
+    top: str,
+    tree: dict[str, dict[str, int]],
+    *,
+    size: tuple[int, int] = (40, 30),
+    seed: int = 0,
+) -> Path:
     """A .tgz of JPEGs laid out as top/<split>/<class>/<n>.JPEG (e.g. imagewoof2-320)."""
     import io
     import tarfile

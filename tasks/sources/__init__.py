@@ -40,8 +40,13 @@ class RawDataset:
     extra_classes: dict[str, list[str]] = field(default_factory=dict)  # coarse_label -> names
 
 
-_MODULES = {"digits": "digits", "cifar10": "cifar", "cifar100": "cifar",
-            "imagewoof": "imagewoof", "folder": "folder"}
+_MODULES = {
+    "digits": "digits",
+    "cifar10": "cifar",
+    "cifar100": "cifar",
+    "imagewoof": "imagewoof",
+    "folder": "folder",
+}
 
 
 def module(source: str) -> ModuleType:
@@ -59,11 +64,18 @@ def fetch_archive(data: DataParams, out: Path, *, url: str, md5: str) -> str:
     src = data.url or url
     want = data.md5 or (md5 if src == url else None)
     if want is None:
-        raise UserError(f"data.md5 is required with a mirror url ({src}): give the md5 of "
-                        "the archive so it can be verified before use")
-    archive = download(src, Path(data.cache_dir) / Path(url).name, md5=want,
-                       retries=data.download_retries, timeout=data.download_timeout,
-                       backoff=data.download_backoff)
+        raise UserError(
+            f"data.md5 is required with a mirror url ({src}): give the md5 of "
+            "the archive so it can be verified before use"
+        )
+    archive = download(
+        src,
+        Path(data.cache_dir) / Path(url).name,
+        md5=want,
+        retries=data.download_retries,
+        timeout=data.download_timeout,
+        backoff=data.download_backoff,
+    )
     safe_extract_tar(archive, out)
     return want
 
@@ -72,7 +84,8 @@ def write_fetch_record(out: Path, **info: object) -> None:
     """Record the sha256 of every file fetch wrote, so later readers can verify them."""
     files = {
         str(p.relative_to(out)): file_digest(p)
-        for p in sorted(out.rglob("*")) if p.is_file() and p.name != FETCH_RECORD
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != FETCH_RECORD
     }
     atomic_write_json(out / FETCH_RECORD, {**info, "files": files})
 
@@ -92,15 +105,19 @@ def verify_fetched(raw: Path, rel: str) -> Path:
     if rel not in files or not path.is_file():
         raise UserError(f"{path}: missing from the fetched data; run the fetch stage again")
     if file_digest(path) != files[rel]:
-        raise UserError(f"{path}: sha256 does not match what fetch recorded (changed or "
-                        "corrupted after download); run the fetch stage again")
+        raise UserError(
+            f"{path}: sha256 does not match what fetch recorded (changed or "
+            "corrupted after download); run the fetch stage again"
+        )
     return path
 
 
 def image_files(folder: Path) -> list[Path]:
     """Image-looking files below `folder` (by suffix), sorted, hidden files skipped."""
     return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )

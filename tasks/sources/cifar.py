@@ -40,14 +40,24 @@ class Spec:
 SPECS = {
     "cifar10": Spec(
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        md5="c58f30108f718f92721af3b95e74349a", folder="cifar-10-batches-py",
-        train=tuple(f"data_batch_{i}" for i in range(1, 6)), test="test_batch",
-        meta="batches.meta", label_key=b"labels", names_key=b"label_names"),
+        md5="c58f30108f718f92721af3b95e74349a",
+        folder="cifar-10-batches-py",
+        train=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test="test_batch",
+        meta="batches.meta",
+        label_key=b"labels",
+        names_key=b"label_names",
+    ),
     "cifar100": Spec(
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        md5="eb9058c3a382ffc7106e4002c42a8d85", folder="cifar-100-python",
-        train=("train",), test="test", meta="meta",
-        label_key=b"fine_labels", names_key=b"fine_label_names"),
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        folder="cifar-100-python",
+        train=("train",),
+        test="test",
+        meta="meta",
+        label_key=b"fine_labels",
+        names_key=b"fine_label_names",
+    ),
 }
 
 
@@ -56,8 +66,10 @@ def fetch(data: DataParams, out: Path) -> None:
     md5 = fetch_archive(data, out, url=spec.url, md5=spec.md5)
     for name in (*spec.train, spec.test, spec.meta):
         if not (out / spec.folder / name).is_file():
-            raise UserError(f"{data.url or spec.url}: {spec.folder}/{name} missing: not a CIFAR "
-                            f"python-version archive for {data.source}")
+            raise UserError(
+                f"{data.url or spec.url}: {spec.folder}/{name} missing: not a CIFAR "
+                f"python-version archive for {data.source}"
+            )
     write_fetch_record(out, source=data.source, url=data.url or spec.url, md5=md5)
 
 
@@ -90,12 +102,18 @@ class _SafeUnpickler(pickle.Unpickler):
     """Admits only what CIFAR batches contain: numpy arrays and builtin containers."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
-        ("__builtin__", "object"), ("builtins", "object"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("copy_reg", "_reconstructor"),
+        ("copyreg", "_reconstructor"),
+        ("__builtin__", "object"),
+        ("builtins", "object"),
         ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
     }
 

@@ -24,8 +24,15 @@ from tasks.sources import RawDataset, RawSplit, image_files, write_fetch_record
 log = logging.getLogger(__name__)
 
 DATA = "data"  # the copied tree lives in raw/data/
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-               "validation": "val", "test": "test", "testing": "test"}
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def fetch(data: DataParams, out: Path) -> None:
@@ -36,8 +43,10 @@ def fetch(data: DataParams, out: Path) -> None:
     else:
         src = Path(data.path).expanduser()
         if not src.is_dir():
-            raise UserError(f"data.path: {src} is not a folder (give a folder of class "
-                            "sub-folders, or s3://bucket/prefix)")
+            raise UserError(
+                f"data.path: {src} is not a folder (give a folder of class "
+                "sub-folders, or s3://bucket/prefix)"
+            )
         n = _copy_local(src, dest)
     if n == 0:
         raise UserError(f"data.path: no files found under {data.path}")
@@ -51,15 +60,25 @@ def read(raw: Path, source: str = "folder") -> RawDataset:
     if top and all(split_dirs.values()):
         layout = {split_dirs[d]: d for d in top}
         if "train" not in layout:
-            raise UserError(f"{root}: split folders {[d.name for d in top]} have no train "
-                            "folder (train/ or Training/)")
+            raise UserError(
+                f"{root}: split folders {[d.name for d in top]} have no train "
+                "folder (train/ or Training/)"
+            )
     else:
         layout = {"train": root}
-    classes = sorted({c.name for d in layout.values() for c in d.iterdir()
-                      if c.is_dir() and not c.name.startswith(".")})
+    classes = sorted(
+        {
+            c.name
+            for d in layout.values()
+            for c in d.iterdir()
+            if c.is_dir() and not c.name.startswith(".")
+        }
+    )
     if not classes:
-        raise UserError(f"{root}: no class sub-folders found (expected <class>/<image> or "
-                        "<split>/<class>/<image>)")
+        raise UserError(
+            f"{root}: no class sub-folders found (expected <class>/<image> or "
+            "<split>/<class>/<image>)"
+        )
     splits = {}
     for split, folder in layout.items():
         paths, labels = [], []
@@ -67,8 +86,11 @@ def read(raw: Path, source: str = "folder") -> RawDataset:
             files = image_files(folder / name) if (folder / name).is_dir() else []
             paths += files
             labels += [label] * len(files)
-        splits[split] = RawSplit(np.asarray(labels, dtype=np.int64),
-                                 [str(p.relative_to(root)) for p in paths], paths=paths)
+        splits[split] = RawSplit(
+            np.asarray(labels, dtype=np.int64),
+            [str(p.relative_to(root)) for p in paths],
+            paths=paths,
+        )
     return RawDataset("folder", classes, splits)
 
 
@@ -91,21 +113,24 @@ def s3_client(endpoint_url: str | None):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint_url,
-                        config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+    )
 
 
 def _download_s3(uri: str, dest: Path, *, endpoint_url: str | None) -> int:
     import botocore.exceptions as bx
 
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     s3 = s3_client(endpoint_url)
     n = 0
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                rel = obj["Key"][len(prefix):]
+                rel = obj["Key"][len(prefix) :]
                 parts = rel.split("/")
                 if not rel or rel.endswith("/") or any(p in ("", ".", "..") for p in parts):
                     continue  # folder markers; keys that would escape dest are skipped
@@ -117,15 +142,17 @@ def _download_s3(uri: str, dest: Path, *, endpoint_url: str | None) -> int:
                     _check_etag(tmp, obj, uri)
                 n += 1
     except bx.NoCredentialsError:
-        raise UserError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                        "(or AWS_PROFILE) in the environment") from None
+        raise UserError(
+            "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE) in the environment"
+        ) from None
     except bx.EndpointConnectionError as e:
-        raise UserError(f"cannot reach the S3 endpoint ({e}); check data.s3_endpoint_url")\
-            from None
+        raise UserError(f"cannot reach the S3 endpoint ({e}); check data.s3_endpoint_url") from None
     except bx.ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
-        raise UserError(f"S3 error for {uri}: {code or e} (check the bucket name, prefix and "
-                        "credentials)") from None
+        raise UserError(
+            f"S3 error for {uri}: {code or e} (check the bucket name, prefix and credentials)"
+        ) from None
     log.info("downloaded %d objects from %s", n, uri)
     return n
 

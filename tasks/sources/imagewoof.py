@@ -17,11 +17,16 @@ URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagewoof2-320.tgz"
 MD5 = "af65be7963816efa949fa3c3b4947740"
 FOLDER = "imagewoof2-320"
 BREEDS = {  # ImageNet wnid -> breed, as the folders are named by wnid
-    "n02093754": "Australian terrier", "n02088364": "Beagle",
-    "n02096294": "Border terrier", "n02115641": "Dingo",
-    "n02089973": "English foxhound", "n02099601": "Golden retriever",
-    "n02105641": "Old English sheepdog", "n02087394": "Rhodesian ridgeback",
-    "n02086240": "Shih-Tzu", "n02111889": "Samoyed",
+    "n02093754": "Australian terrier",
+    "n02088364": "Beagle",
+    "n02096294": "Border terrier",
+    "n02115641": "Dingo",
+    "n02089973": "English foxhound",
+    "n02099601": "Golden retriever",
+    "n02105641": "Old English sheepdog",
+    "n02087394": "Rhodesian ridgeback",
+    "n02086240": "Shih-Tzu",
+    "n02111889": "Samoyed",
 }
 SPLITS = {"train": "train", "val": "test"}  # archive folder -> our split
 
@@ -30,8 +35,9 @@ def fetch(data: DataParams, out: Path) -> None:
     md5 = fetch_archive(data, out, url=URL, md5=MD5)
     for folder in SPLITS:
         if not (out / FOLDER / folder).is_dir():
-            raise UserError(f"{data.url or URL}: {FOLDER}/{folder}/ missing: not an imagewoof2-320 "
-                            "archive")
+            raise UserError(
+                f"{data.url or URL}: {FOLDER}/{folder}/ missing: not an imagewoof2-320 archive"
+            )
     write_fetch_record(out, source="imagewoof", url=data.url or URL, md5=md5)
 
 

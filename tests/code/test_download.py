@@ -79,14 +79,17 @@ def device_member(name: str) -> tarfile.TarInfo:
     return m
 
 
-@pytest.mark.parametrize("bad, why", [
-    (file_member("../escape.txt"), "outside"),
-    (file_member("ok/../../escape.txt"), "outside"),
-    (file_member("/tmp/abs-escape.txt"), "absolute"),
-    (link_member("ok/link", "/etc/passwd"), "link"),
-    (link_member("ok/hard", "ok/a.txt", tarfile.LNKTYPE), "link"),
-    (device_member("ok/dev"), "device"),
-])
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        (file_member("../escape.txt"), "outside"),
+        (file_member("ok/../../escape.txt"), "outside"),
+        (file_member("/tmp/abs-escape.txt"), "absolute"),
+        (link_member("ok/link", "/etc/passwd"), "link"),
+        (link_member("ok/hard", "ok/a.txt", tarfile.LNKTYPE), "link"),
+        (device_member("ok/dev"), "device"),
+    ],
+)
 def test_unsafe_members_are_refused_and_nothing_is_extracted(tmp_path, bad, why):
     archive = tar_with(tmp_path / "evil.tgz", [file_member("ok/a.txt"), bad])
     dest = tmp_path / "out" / "inner"

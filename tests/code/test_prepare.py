@@ -64,8 +64,9 @@ def test_splits_are_seeded_disjoint_and_stratified(digits_raw, tmp_path):
     b = run(digits_raw, tmp_path / "b", seed=1).index()
     c = run(digits_raw, tmp_path / "c", seed=2).index()
     assert a.equals(b)  # same seed, same split
-    assert not a[a.split == "test"].source.equals(c[c.split == "test"].source.reset_index(
-        drop=True))
+    assert not a[a.split == "test"].source.equals(
+        c[c.split == "test"].source.reset_index(drop=True)
+    )
     by_split = {s: set(a[a.split == s].source) for s in ("train", "val", "test")}
     assert not (by_split["train"] & by_split["test"]) and not (by_split["train"] & by_split["val"])
     assert sum(len(v) for v in by_split.values()) == 1797
@@ -118,8 +119,12 @@ def test_a_folder_without_images_is_a_clear_error(tmp_path):
     for cls in ("a", "b"):
         (tmp_path / "src" / cls).mkdir(parents=True)
         (tmp_path / "src" / cls / "notes.txt").write_text("no images here")
-    data = DataParams(source="folder", path=str(tmp_path / "src"),
-                      raw_dir=str(tmp_path / "raw"), prepared_dir=str(tmp_path / "p"))
+    data = DataParams(
+        source="folder",
+        path=str(tmp_path / "src"),
+        raw_dir=str(tmp_path / "raw"),
+        prepared_dir=str(tmp_path / "p"),
+    )
     fetch(data=data)
     with pytest.raises(UserError, match="no images"):
         prepare(data=data, cfg=PrepareParams(image_size=16))

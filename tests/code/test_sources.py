@@ -19,8 +19,13 @@ from tests.helpers import cifar_archive, image_tree_archive
 
 
 def data_params(tmp_path: Path, **kw) -> DataParams:
-    return DataParams(cache_dir=str(tmp_path / "downloads"), raw_dir=str(tmp_path / "raw"),
-                      prepared_dir=str(tmp_path / "prepared"), download_backoff=0.01, **kw)
+    return DataParams(
+        cache_dir=str(tmp_path / "downloads"),
+        raw_dir=str(tmp_path / "raw"),
+        prepared_dir=str(tmp_path / "prepared"),
+        download_backoff=0.01,
+        **kw,
+    )
 
 
 def serve(http_server, archive: Path) -> tuple[str, str]:
@@ -49,16 +54,18 @@ def test_cifar10_from_a_mirror_in_the_official_layout(http_server, tmp_path):
     assert ds.classes[0] == "airplane" and len(ds.classes) == 10  # from batches.meta
     assert ds.info["n"] == {"train": 80, "val": 20, "test": 20}  # 5 x 20 train, 20 test
     # pixels are CIFAR's channel-major rows turned into (H, W, 3)
-    raw = pickle.loads((tmp_path / "raw/cifar-10-batches-py/test_batch").read_bytes(),
-                       encoding="bytes")
+    raw = pickle.loads(
+        (tmp_path / "raw/cifar-10-batches-py/test_batch").read_bytes(), encoding="bytes"
+    )
     first = raw[b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
     assert (ds.images("test")[0] == first).all()
     assert ds.index().query("split == 'test'").source.iloc[0].endswith("test_batch#0")
 
 
 def test_cifar100_keeps_fine_and_coarse_labels(http_server, tmp_path):
-    url, md5 = serve(http_server, cifar_archive(tmp_path / "cifar-100-python.tar.gz",
-                                                kind="cifar100"))
+    url, md5 = serve(
+        http_server, cifar_archive(tmp_path / "cifar-100-python.tar.gz", kind="cifar100")
+    )
     data = data_params(tmp_path, source="cifar100", url=url, md5=md5)
     fetch(data=data)
     ds = prepare(data=data, cfg=PrepareParams(image_size=None, exclude=("fine5",)))
@@ -114,8 +121,9 @@ def test_a_pickle_changed_after_fetch_is_never_unpickled(http_server, tmp_path):
 
 def test_imagewoof_folders_become_breed_names_and_val_is_the_test_split(http_server, tmp_path):
     tree = {"train": {"n02088364": 6, "n02111889": 5}, "val": {"n02088364": 2, "n02111889": 3}}
-    url, md5 = serve(http_server, image_tree_archive(tmp_path / "imagewoof2-320.tgz",
-                                                     "imagewoof2-320", tree))
+    url, md5 = serve(
+        http_server, image_tree_archive(tmp_path / "imagewoof2-320.tgz", "imagewoof2-320", tree)
+    )
     data = data_params(tmp_path, source="imagewoof", url=url, md5=md5)
     fetch(data=data)
     ds = prepare(data=data, cfg=PrepareParams(image_size=24, val_fraction=0.2))
@@ -175,8 +183,12 @@ def test_folder_source_converts_modes_and_quarantines_bad_files(tmp_path):
     assert ds.info["n"]["test"] == 4  # Testing/ stays the test set
     assert ds.info["n"]["train"] + ds.info["n"]["val"] == 8 + 5  # 13 good training files
     idx = ds.index()
-    assert {"Training/glioma/gray.png", "Training/notumor/sixteen.png",
-            "Training/glioma/rgba.png", "Training/notumor/cmyk.jpg"} <= set(idx.source)
+    assert {
+        "Training/glioma/gray.png",
+        "Training/notumor/sixteen.png",
+        "Training/glioma/rgba.png",
+        "Training/notumor/cmyk.jpg",
+    } <= set(idx.source)
     for split in ("train", "val", "test"):
         x = ds.images(split)
         assert x.shape[1:] == (16, 16, 3) and x.dtype == np.uint8
@@ -190,20 +202,31 @@ def test_folder_from_s3_on_a_loopback_server(s3_server, tmp_path):
     for p in src.rglob("*"):
         if p.is_file():
             s3.upload_file(str(p), "datasets", f"brain-mri/{p.relative_to(src)}")
-    data = data_params(tmp_path, source="folder", path="s3://datasets/brain-mri",
-                       s3_endpoint_url=s3_server.endpoint_url)
+    data = data_params(
+        tmp_path,
+        source="folder",
+        path="s3://datasets/brain-mri",
+        s3_endpoint_url=s3_server.endpoint_url,
+    )
     fetch(data=data)
     ds = prepare(data=data, cfg=PrepareParams(image_size=16))
     assert ds.classes == ["glioma", "notumor"] and ds.info["quarantined"] == 2
-    local = {p.relative_to(src).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in src.rglob("*") if p.is_file()}
+    local = {
+        p.relative_to(src).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in src.rglob("*")
+        if p.is_file()
+    }
     record = json.loads((tmp_path / "raw/fetch.json").read_text())["files"]
     assert {k.removeprefix("data/"): v for k, v in record.items()} == local
 
 
 def test_s3_errors_are_one_clear_message(s3_server, tmp_path):
-    data = data_params(tmp_path, source="folder", path="s3://no-such-bucket/x",
-                       s3_endpoint_url=s3_server.endpoint_url)
+    data = data_params(
+        tmp_path,
+        source="folder",
+        path="s3://no-such-bucket/x",
+        s3_endpoint_url=s3_server.endpoint_url,
+    )
     with pytest.raises(UserError, match="NoSuchBucket"):
         fetch(data=data)
     s3_server.stop()
