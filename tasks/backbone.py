@@ -116,28 +116,17 @@ def resolve_weights(spec: str, *, scratch: Path, s3_endpoint_url: str | None) ->
 
 def download_s3_object(uri: str, dest: Path, *, endpoint_url: str | None) -> Path:
     """Download one object; every failure a user can fix is one clear line."""
-    import botocore.exceptions as bx
-
-    from tasks.sources.folder import s3_client
+    from tasks.sources.folder import s3_client, s3_user_errors
 
     bucket, _, key = uri[len("s3://") :].partition("/")
     if not bucket or not key or key.endswith("/"):
         raise UserError(f"backbone.weights = {uri}: expected s3://bucket/path/to/file.weights.h5")
-    try:
+    with s3_user_errors(
+        f"backbone.weights = {uri}",
+        "check the bucket, key and credentials",
+        "data.s3_endpoint_url",
+    ):
         s3_client(endpoint_url).download_file(bucket, key, str(dest))
-    except bx.NoCredentialsError:
-        raise UserError(
-            "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "(or AWS_PROFILE) in the environment"
-        ) from None
-    except bx.EndpointConnectionError as e:
-        raise UserError(f"cannot reach the S3 endpoint ({e}); check data.s3_endpoint_url") from None
-    except bx.ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "")
-        raise UserError(
-            f"backbone.weights = {uri}: S3 error {code or e} (check the bucket, "
-            "key and credentials)"
-        ) from None
     return dest
 
 

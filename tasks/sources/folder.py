@@ -10,9 +10,11 @@ Two layouts are understood:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -120,14 +122,37 @@ def s3_client(endpoint_url: str | None):
     )
 
 
-def _download_s3(uri: str, dest: Path, *, endpoint_url: str | None) -> int:
+@contextlib.contextmanager
+def s3_user_errors(subject: str, hint: str, endpoint_key: str) -> Iterator[None]:
+    """Turn botocore's failures a user can fix into one clear UserError line.
+
+    `subject` names what was asked for (e.g. the URI), `hint` what to check on an S3 error,
+    `endpoint_key` the param that sets the endpoint.
+    """
     import botocore.exceptions as bx
 
+    try:
+        yield
+    except bx.NoCredentialsError:
+        raise UserError(
+            "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE) in the environment"
+        ) from None
+    except bx.EndpointConnectionError as e:
+        raise UserError(f"cannot reach the S3 endpoint ({e}); check {endpoint_key}") from None
+    except bx.ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        raise UserError(f"{subject}: S3 error {code or e} ({hint})") from None
+
+
+def _download_s3(uri: str, dest: Path, *, endpoint_url: str | None) -> int:
     bucket, _, prefix = uri[len("s3://") :].partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     s3 = s3_client(endpoint_url)
     n = 0
-    try:
+    with s3_user_errors(
+        uri, "check the bucket name, prefix and credentials", "data.s3_endpoint_url"
+    ):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 rel = obj["Key"][len(prefix) :]
@@ -141,18 +166,6 @@ def _download_s3(uri: str, dest: Path, *, endpoint_url: str | None) -> int:
                     s3.download_file(bucket, obj["Key"], str(tmp))
                     _check_etag(tmp, obj, uri)
                 n += 1
-    except bx.NoCredentialsError:
-        raise UserError(
-            "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "(or AWS_PROFILE) in the environment"
-        ) from None
-    except bx.EndpointConnectionError as e:
-        raise UserError(f"cannot reach the S3 endpoint ({e}); check data.s3_endpoint_url") from None
-    except bx.ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "")
-        raise UserError(
-            f"S3 error for {uri}: {code or e} (check the bucket name, prefix and credentials)"
-        ) from None
     log.info("downloaded %d objects from %s", n, uri)
     return n
 
