@@ -41,6 +41,19 @@ def dag():
     return retrain.retrain
 
 
+def last_line_of(code: str) -> str:
+    """Run `code` in a fresh interpreter (nothing imported yet); its last printed line."""
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    return r.stdout.strip().splitlines()[-1]
+
+
 def test_dagbag_loads_the_dags_folder_without_errors() -> None:
     from airflow.dag_processing.dagbag import DagBag
 
@@ -64,18 +77,7 @@ def test_importing_the_dag_file_imports_nothing_heavy() -> None:
         import retrain
         print([m for m in {HEAVY!r} if m in sys.modules])
     """)
-    out = (
-        subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=ROOT,
-            timeout=300,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    out = last_line_of(code)
     assert out == "[]"
 
 
@@ -219,18 +221,7 @@ def test_kubernetes_provider_is_imported_only_when_chosen() -> None:
         print([m for m in ("airflow.providers.cncf.kubernetes.operators.pod", "kubernetes")
                if m in sys.modules])
     """)
-    out = (
-        subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=ROOT,
-            timeout=300,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    out = last_line_of(code)
     assert out == "[]"
 
 
