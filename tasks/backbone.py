@@ -67,13 +67,15 @@ def build_backbone_stage(
     from tasks import hardware
     from tasks.model import backbone_of, build_backbone
 
-    _, strategy = hardware.setup(
+    plan, strategy = hardware.setup(
         mixed_precision=train.mixed_precision, xla=train.xla, distribute=train.distribute
     )
     with atomic_dir(out) as tmp:
         if cfg.weights == "source":
             with strategy.scope():
-                model, info = train_source(prepared=prepared, cfg=cfg, train=train)
+                model, info = train_source(
+                    prepared=prepared, cfg=cfg, train=train, jit_compile=plan.xla
+                )
             model.save(tmp / SOURCE_MODEL)
             base = backbone_of(model)
         else:
@@ -141,7 +143,9 @@ def source_split(
     return prepared.images(split), relabeled, np.flatnonzero(relabeled >= 0)
 
 
-def train_source(*, prepared: Prepared, cfg: BackboneParams, train: TrainParams):
+def train_source(
+    *, prepared: Prepared, cfg: BackboneParams, train: TrainParams, jit_compile: bool = False
+):
     """Train the source classifier (base from random weights) without the held-out classes."""
     import keras
 
@@ -177,7 +181,9 @@ def train_source(*, prepared: Prepared, cfg: BackboneParams, train: TrainParams)
     for layer in backbone_of(model).layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = cfg.bn_momentum  # read when the train step is traced
-    training.compile_model(model, optimizer=train.optimizer, learning_rate=cfg.learning_rate)
+    training.compile_model(
+        model, optimizer=train.optimizer, learning_rate=cfg.learning_rate, jit_compile=jit_compile
+    )
     fingerprint = _fingerprint(
         cfg,
         prepared.info,

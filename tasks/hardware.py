@@ -4,11 +4,16 @@
 a GPU; `detect()` reads the devices and `apply()` sets the Keras global state.
 
     GPUs  compute capability   auto choice
-    0     -                    float32, no XLA, default strategy (CPU)
+    0     -                    float32, XLA, default strategy (CPU)
     >=1   >= 8.0 (Ampere+)     mixed_bfloat16 (no loss scaling needed), XLA
     >=1   7.x (Volta/Turing)   mixed_float16 (tensor cores), XLA
     >=1   < 7.0                float32 (no tensor cores: fp16 would be slower), XLA
     >1    -                    tf.distribute.MirroredStrategy across all of them
+
+XLA is on for the CPU too, unlike Keras' own "auto": a ResNet-50 train step at 32 px ran
+2.0x faster with it on the 2-core reference machine (1.03 vs 2.07 s per batch of 32,
+`python -m benchmarks train`), for about 15 s of compiling per model. Keras itself turns
+it off for models holding layers XLA cannot compile (the random augmentation layers).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ def plan(
                 "visible (use auto or off on CPU)"
             )
         policy = mixed_precision
-    use_xla = n > 0 if xla == "auto" else xla == "on"
+    use_xla = xla in ("auto", "on")
     if distribute == "mirrored" and n < 1:
         raise UserError("train.distribute = mirrored: needs a GPU; none is visible")
     mirrored = n > 1 if distribute == "auto" else distribute == "mirrored"

@@ -157,8 +157,10 @@ def build_model(
         x = augment(x)
     x = ResNetPreprocess(name="preprocess")(x)
     # training=False keeps BatchNorm in inference mode, also once layers are unfrozen: the
-    # moving statistics would otherwise be wrecked by small fine-tuning batches
-    x = backbone(x, training=base_training)  # (B, 2048)
+    # moving statistics would otherwise be wrecked by small fine-tuning batches. For None
+    # the kwarg is left out (BatchNorm then follows fit/predict all the same): an explicit
+    # training=None made every train step of the source model twice as slow on CPU.
+    x = backbone(x) if base_training is None else backbone(x, training=base_training)
     return keras.Model(inputs, head(x), name="transfer")
 
 

@@ -299,7 +299,7 @@ class TrainParams:
     checkpoint_dir: str = "models/.checkpoints"  # per-run resume state, removed on success
     seed: int = 42  # weights init, shuffling, dropout, augmentation
     mixed_precision: Literal["auto", "off", "mixed_float16", "mixed_bfloat16"] = "auto"
-    xla: Literal["auto", "on", "off"] = "auto"  # auto: on with a GPU, off on CPU
+    xla: Literal["auto", "on", "off"] = "auto"  # auto: on (GPU and CPU; see tasks/hardware.py)
     distribute: Literal["auto", "off", "mirrored"] = "auto"  # auto: mirrored if > 1 GPU
 
     def __post_init__(self) -> None:

@@ -124,13 +124,24 @@ def compile_model(
     label_smoothing: float = 0.0,
     jit_compile: bool = False,
 ) -> None:
-    """(Re)compile: needed after every change of `trainable` to take effect."""
+    """(Re)compile: needed after every change of `trainable` to take effect.
+
+    `jit_compile` (XLA) is dropped, with one log line, for models holding layers XLA cannot
+    compile (Keras' random augmentation layers) instead of Keras' warning on every compile.
+    """
+    if jit_compile and not _xla_compilable(model):
+        log.info("XLA off for %s: its augmentation layers cannot be compiled", model.name)
+        jit_compile = False
     model.compile(
         optimizer=make_optimizer(optimizer, learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
         jit_compile=jit_compile,
     )
+
+
+def _xla_compilable(layer: keras.Layer) -> bool:
+    return layer.supports_jit and all(_xla_compilable(sub) for sub in getattr(layer, "layers", []))
 
 
 def verbosity() -> int:
