@@ -8,6 +8,9 @@ and peak memory on a CIFAR-sized set.
    on the same images as in-memory numpy, at 32 and 64 px. Target: within 10% images/s.
 3. Peak RSS of a child training on a 50,000-image 32x32 memmap at image_size 64.
    Target: < 3 GiB (a float32 copy of the resized set alone would be 2.3 GiB).
+4. The source model's train step (ResNet-50 from random weights, BatchNorm learning, 32 px,
+   batch 32, what `make run` spends most of its time on) with XLA (`train.xla: auto`) vs
+   without. Informational: it is why XLA is on by default on CPU too.
 
     python -m benchmarks train
 """
@@ -199,11 +202,43 @@ def peak_rss() -> list[list]:
     ]
 
 
+def source_step_xla(steps: int = 8, batch: int = 32) -> list[list]:
+    import keras
+
+    from tasks import training
+    from tasks.model import build_model
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch * (steps + 1), 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 9, len(x))
+    seconds = {}
+    for xla in (True, False):
+        keras.utils.set_random_seed(0)
+        model = build_model(num_classes=9, input_size=32, image_size=32, base_training=None)
+        training.compile_model(model, optimizer="adam", learning_rate=3e-4, jit_compile=xla)
+        ds = training.array_dataset(x, y, num_classes=9, batch_size=batch)
+        model.fit(ds.take(1), verbose=0)  # build + trace/compile outside the timing
+        start = time.perf_counter()
+        model.fit(ds.skip(1), verbose=0)
+        seconds[xla] = (time.perf_counter() - start) / steps
+    return [
+        [
+            f"source train step, batch {batch}, 32 px",
+            "s/step",
+            f"{seconds[True]:.2f}",
+            f"{seconds[False]:.2f}",
+            f"{seconds[False] / seconds[True]:.1f}x",
+            "(XLA on vs off)",
+        ]
+    ]
+
+
 def main() -> None:
-    rows = cached_vs_frozen() + pipeline_vs_in_memory() + peak_rss()
+    rows = cached_vs_frozen() + pipeline_vs_in_memory() + peak_rss() + source_step_xla()
     print(table(["measure", "unit", "ours", "baseline", "ratio", "target"], rows))
     print(
-        "baseline: the frozen ResNet-50 every epoch (1), model.fit on in-memory numpy (2). "
+        "baseline: the frozen ResNet-50 every epoch (1), model.fit on in-memory numpy (2), "
+        "the same step without XLA (4). "
         "The machine's 2 cores are shared: timings are noisy."
     )
 

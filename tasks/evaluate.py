@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.common import UserError, atomic_dir, atomic_write_json, run_main
+from tasks.common import UserError, atomic_dir, atomic_write_json, file_digest, run_main
 from tasks.dataset import open_prepared
 from tasks.figures.curves import curve_rows
 from tasks.params import EvaluateParams, params_from_cli
@@ -32,7 +32,7 @@ from tasks.report import metrics_table
 
 log = logging.getLogger(__name__)
 
-METRICS, COMPARISON = "metrics.json", "comparison.csv"
+METRICS, COMPARISON, SCORED = "metrics.json", "comparison.csv", "scored.json"
 CONFUSION, CURVES, DETAILS = "confusion", "curves", "details"
 CURVE_COLUMNS = [
     "step",
@@ -244,12 +244,32 @@ def evaluate(*, cfg: EvaluateParams, prepared_dir: Path, models_dir: Path) -> di
                 history=history,
                 pairs=cfg.confused_pairs,
             )
+            atomic_write_json(  # lets publish reuse probs.npy instead of predicting again
+                out / DETAILS / name / SCORED,
+                scored_record(folder / "model.keras", cfg.split, labels),
+            )
             log.info(
                 "%s: accuracy %.4f on %d %s images", name, m["accuracy"], len(labels), cfg.split
             )
         atomic_write_json(out / METRICS, metrics)
         _write_csv(out / COMPARISON, comparison)
     return metrics
+
+
+def scored_record(model_file: Path, split: str, labels: np.ndarray) -> dict:
+    """What probs.npy are the predictions of: this model file on these labels of `split`."""
+    return {
+        "model_sha256": file_digest(model_file),
+        "split": split,
+        "labels_sha256": labels_digest(labels),
+        "n_images": len(labels),
+    }
+
+
+def labels_digest(labels: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest()
 
 
 def write_details(

@@ -61,8 +61,13 @@ def publish(
     params: dict[str, Any],
     metrics: dict[str, Any] | None,
     root: Path = Path("."),
+    evaluated: Path | None = None,
 ) -> dict[str, Any]:
-    """Upload the run, write its manifest, then move the champion if the gate says so."""
+    """Upload the run, write its manifest, then move the champion if the gate says so.
+
+    `evaluated`: the evaluate stage's details folder of `publish.model`; its test-split
+    predictions are reused when they are provably of this model file and these labels.
+    """
     run = f"runs/{run_id}"
     files = collect(cfg.artifacts, root=root)
     existing = _read_json(store, f"{run}/{MANIFEST}")  # first store call: fails fast if down
@@ -80,6 +85,7 @@ def publish(
         metric=cfg.metric,
         dataset_version=dataset_version,
         batch_size=cfg.batch_size,
+        evaluated=evaluated,
     )
     promote, reason, held = gate(
         store=store, champion=champion, new=new, run_id=run_id, cfg=cfg, prepared=prepared
@@ -178,11 +184,20 @@ def upload(store: Store, key: str, path: Path, digest: FileHash) -> int:
 
 
 def score(
-    *, model_file: Path, prepared: Prepared, metric: str, dataset_version: str, batch_size: int
+    *,
+    model_file: Path,
+    prepared: Prepared,
+    metric: str,
+    dataset_version: str,
+    batch_size: int,
+    evaluated: Path | None = None,
 ) -> Score:
-    """`metric` of a saved model on the prepared test split, as `tasks.evaluate` computes it."""
-    from tasks.evaluate import compute_metrics, predict  # tensorflow: only when scoring
-    from tasks.model import load_model
+    """`metric` of a saved model on the prepared test split, as `tasks.evaluate` computes it.
+
+    With `evaluated` (metrics/details/<model>/) holding predictions of this very file (its
+    sha256) on these very test labels, those are used: no TensorFlow, no second predict().
+    """
+    from tasks.evaluate import compute_metrics
 
     if not model_file.is_file():
         raise UserError(
@@ -192,7 +207,12 @@ def score(
     labels = prepared.labels("test")
     if len(labels) == 0:
         raise UserError("the test split is empty; nothing to score the model on")
-    probs = predict(load_model(model_file), prepared.images("test"), batch_size)  # (N, C)
+    probs = _evaluated_probs(evaluated, model_file, labels)
+    if probs is None:
+        from tasks.evaluate import predict  # tensorflow: only when scoring
+        from tasks.model import load_model
+
+        probs = predict(load_model(model_file), prepared.images("test"), batch_size)  # (N, C)
     if probs.shape[1] != len(prepared.classes):
         raise UserError(
             f"{model_file}: {probs.shape[1]} outputs but the dataset has "
@@ -200,6 +220,30 @@ def score(
         )
     value = compute_metrics(labels, probs)[metric]
     return Score(metric, float(value), dataset_version, prepared.classes)
+
+
+def _evaluated_probs(folder: Path | None, model_file: Path, labels) -> Any:
+    """probs.npy of the evaluate stage if they are of `model_file` on these test labels."""
+    import numpy as np
+
+    from tasks.evaluate import SCORED, labels_digest
+
+    if folder is None or not (folder / SCORED).is_file() or not (folder / "probs.npy").is_file():
+        return None
+    record = json.loads((folder / SCORED).read_text())
+    same = (
+        record.get("split") == "test"
+        and record.get("labels_sha256") == labels_digest(labels)
+        and record.get("model_sha256") == file_digest(model_file)
+    )
+    if not same:
+        log.info("%s: predictions of another model or split; scoring the model again", folder)
+        return None
+    probs = np.load(folder / "probs.npy", allow_pickle=False)
+    if probs.ndim != 2 or len(probs) != len(labels):
+        return None
+    log.info("scored from %s/probs.npy (same model file and test split)", folder)
+    return probs
 
 
 def gate(
@@ -345,6 +389,17 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _details_of(model: str, params) -> Path | None:
+    """metrics/details/<name>/ of `publish.model` (models/<name>), when it is one."""
+    from tasks.evaluate import DETAILS
+
+    try:
+        name = Path(model).relative_to(params.train.models_dir)
+    except ValueError:
+        return None
+    return Path(params.evaluate.out_dir) / DETAILS / name
+
+
 def main() -> None:
     params = params_from_cli(__doc__)
     cfg = params.publish
@@ -371,6 +426,7 @@ def main() -> None:
             git_commit=commit,
             params=params.to_dict(),
             metrics=json.loads(metrics_file.read_text()) if metrics_file.is_file() else None,
+            evaluated=_details_of(params.publish.model, params),
         )
     except StoreUnavailable as e:  # the champion and the bucket are untouched
         print(f"error: {e}", file=sys.stderr)

@@ -182,7 +182,8 @@ def train_run(
         )
         info["unfreeze"] = dataclasses.asdict(unfrozen)
 
-    training.compile_model(model, learning_rate=cfg.learning_rate, **opt)  # for evaluate()
+    # for evaluate() only: one pass over val is cheaper than compiling it with XLA
+    training.compile_model(model, learning_rate=cfg.learning_rate, **{**opt, "jit_compile": False})
     _, val_acc = model.evaluate(images["val"], verbose=0)
     info.update(
         {

@@ -260,3 +260,46 @@ def test_destination_schemes() -> None:
     assert type(open_store("file:///tmp/x")).__name__ == "LocalStore"
     with pytest.raises(UserError, match="unsupported scheme 'gs'"):
         open_store("gs://bucket/x")
+
+
+@pytest.mark.slow
+def test_gate_reuses_evaluate_predictions_only_for_the_same_model_and_labels(
+    tmp_path: Path,
+) -> None:
+    from tasks.evaluate import SCORED, labels_digest, scored_record
+
+    root = project(tmp_path / "p", test_labels=[0, 0, 0, 1], answer=0)  # the model: 0.75
+    details = root / "metrics/details/m"
+    details.mkdir(parents=True)
+    # evaluate's record says "class 1 everywhere" (0.25): which number comes out shows
+    # which source the gate used
+    np.save(details / "probs.npy", np.tile(np.float32([0.1, 0.8, 0.1]), (4, 1)))
+    labels = open_prepared(root / "data/prepared").labels("test")
+    (details / SCORED).write_text(
+        json.dumps(scored_record(root / "models/m/model.keras", "test", labels))
+    )
+
+    def gate_value(run_id: str) -> float:
+        store = open_store(str(tmp_path / f"store-{run_id}"))
+        return publish(
+            store=store,
+            cfg=CFG,
+            run_id=run_id,
+            prepared=open_prepared(root / "data/prepared"),
+            dataset_version="md5:v1",
+            git_commit=None,
+            params={},
+            metrics=None,
+            root=root,
+            evaluated=details,
+        )["value"]
+
+    assert gate_value("same") == pytest.approx(0.25)  # reused: no second predict()
+
+    record = json.loads((details / SCORED).read_text())
+    (details / SCORED).write_text(json.dumps({**record, "labels_sha256": labels_digest([1])}))
+    assert gate_value("other-labels") == pytest.approx(0.75)  # scored the model itself
+
+    (details / SCORED).write_text(json.dumps(record))
+    constant_model(root / "models/m/model.keras", answer=2)  # retrained after evaluate
+    assert gate_value("other-model") == pytest.approx(0.0)  # the new file, really predicted
