@@ -58,7 +58,10 @@ def build_dag(params: Params, project: Path = PROJECT) -> DAG:
     """The retraining DAG for these params (tests build variants, e.g. Kubernetes)."""
     cfg = params.orchestration
     groups = pipeline.read_groups(project / "dvc.yaml", params.to_dict())
-    upstream = pipeline.upstream(groups)
+    models = params.train.models_dir
+    upstream = pipeline.upstream(
+        groups, reads={"evaluate": tuple(f"{models}/{m}" for m in params.evaluate.models)}
+    )
     specs = run_params.param_specs(params, cfg.run_params)
     defaults = {k: s["default"] for k, s in specs.items()}
     form = {

@@ -207,6 +207,7 @@ def train_source(
         reduce_lr_patience=train.reduce_lr_patience,
         reduce_lr_factor=train.reduce_lr_factor,
         min_lr=train.min_lr,
+        target_val_accuracy=cfg.target_val_accuracy,
     )
     _, val_acc = model.evaluate(val_ds, verbose=0)
     log.info(

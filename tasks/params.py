@@ -212,6 +212,9 @@ class BackboneParams:
     # while train accuracy is 95%); 0.9 tracks them within an epoch
     bn_momentum: float = 0.9
     min_val_accuracy: float = 0.0  # fail the stage if the source model validates below this
+    # stop the source model once an epoch validates at or above this (null = run all
+    # `epochs`): the transfer stages need a good base, not the last point of val accuracy
+    target_val_accuracy: float | None = 0.95
 
     def __post_init__(self) -> None:
         check(bool(self.weights.strip()), "weights", "give source, imagenet, none or a path")
@@ -230,6 +233,11 @@ class BackboneParams:
         check(self.patience >= 1, "patience", "must be >= 1")
         check(0 < self.bn_momentum < 1, "bn_momentum", f"{self.bn_momentum}: must be in (0, 1)")
         check(0 <= self.min_val_accuracy <= 1, "min_val_accuracy", "must be in [0, 1]")
+        check(
+            self.target_val_accuracy is None or 0 < self.target_val_accuracy <= 1,
+            "target_val_accuracy",
+            f"{self.target_val_accuracy} is out of range: must be in (0, 1] or null",
+        )
 
 
 @dataclass(frozen=True)
@@ -251,7 +259,7 @@ class AugmentParams:
 @dataclass(frozen=True)
 class FineTuneParams:
     learning_rate: float = 1e-5  # phase 2: small, so unfrozen layers move gently
-    epochs: int = 3  # phase 2 epochs at most (early stopping may end it sooner)
+    epochs: int = 2  # phase 2 epochs at most (early stopping may end it sooner)
 
     def __post_init__(self) -> None:
         check(
@@ -353,7 +361,6 @@ class VisualizeParams:
     out_dir: str = "figures"  # PNGs, one file per figure
     report: str = "reports/report.html"  # self-contained: figures embedded as base64
     validation_summary: str = "reports/validation/summary.json"  # shown if present
-    run_id: str | None = None  # None = UTC time + short git commit; Airflow passes its run id
     seed: int = 0  # which samples / images are drawn
     dpi: int = 100  # PNG resolution; 100 keeps the report small, 200 for print
     samples_per_class: int = 8  # EDA grid columns

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST, CHAMPION, MODEL_FILE = "manifest.json", "champion.json", "model.keras"
 MANIFEST_VERSION = 1
+# in <visualize.out_dir>: {"run_id": ...}, the id the report shows; publish names the run so
+REPORT_RUN = "run.json"
 EXIT_TEMPFAIL = 75  # store unreachable: a retry later may succeed (exit 2 = fix the input)
 
 
@@ -389,6 +391,15 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def report_run_id(params) -> str | None:
+    """The run id the visualize stage put in the report (<visualize.out_dir>/run.json)."""
+    path = Path(params.visualize.out_dir) / REPORT_RUN
+    if not path.is_file():
+        return None
+    given = json.loads(path.read_text()).get("run_id")
+    return given if isinstance(given, str) and given else None
+
+
 def _details_of(model: str, params) -> Path | None:
     """metrics/details/<name>/ of `publish.model` (models/<name>), when it is one."""
     from tasks.evaluate import DETAILS
@@ -420,7 +431,7 @@ def main() -> None:
         record = publish(
             store=store,
             cfg=cfg,
-            run_id=cfg.run_id or default_run_id(commit),
+            run_id=cfg.run_id or report_run_id(params) or default_run_id(commit),
             prepared=open_prepared(prepared_dir),
             dataset_version=dataset_version(prepared_dir),
             git_commit=commit,

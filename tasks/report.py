@@ -34,11 +34,15 @@ SECTIONS = {
 
 
 def run_id(given: str | None) -> str:
-    """The given id, else UTC time + short git commit, as `tasks.publish` names runs."""
+    """The given id (publish.run_id), else UTC time + short git commit, as publish names runs.
+
+    The chosen id is also written to <visualize.out_dir>/run.json, where `tasks.publish`
+    finds it, so the report and the published run folder carry the same id.
+    """
     return given or default_run_id(git_commit(None))
 
 
-def collect(params: Params, *, report_path: Path) -> dict:
+def collect(params: Params, *, report_path: Path, run: str | None = None) -> dict:
     """Everything the report shows, read from the stage outputs (missing parts are None)."""
     ev, vz = params.evaluate, params.visualize
     metrics_dir, fig_dir = Path(ev.out_dir), Path(vz.out_dir)
@@ -77,7 +81,7 @@ def collect(params: Params, *, report_path: Path) -> dict:
     ]
     info = _json(prepared_dir / "dataset.json") or {}
     return {
-        "run_id": run_id(vz.run_id),
+        "run_id": run or run_id(params.publish.run_id),
         "commit": git_commit(None),
         "created": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC",
         "dataset": {
@@ -173,9 +177,9 @@ def build_html(ctx: dict) -> str:
     return "\n".join(out)
 
 
-def write_report(*, params: Params) -> Path:
+def write_report(*, params: Params, run: str | None = None) -> Path:
     path = Path(params.visualize.report)
-    atomic_write_text(path, build_html(collect(params, report_path=path)))
+    atomic_write_text(path, build_html(collect(params, report_path=path, run=run)))
     return path
 
 

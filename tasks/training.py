@@ -214,6 +214,18 @@ class _Checkpoint(keras.callbacks.Callback):
             (self.dir / old).unlink(missing_ok=True)
 
 
+class _StopAtTarget(keras.callbacks.Callback):
+    def __init__(self, target: float):
+        super().__init__()
+        self.target = target
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        acc = (logs or {}).get("val_accuracy")
+        if acc is not None and acc >= self.target:
+            log.info("val accuracy %.4f >= target %.4f: stopping", acc, self.target)
+            self.model.stop_training = True
+
+
 def fit_phase(
     model: keras.Model,
     train: tf.data.Dataset,
@@ -229,6 +241,7 @@ def fit_phase(
     min_lr: float,
     tensorboard_dir: Path | None = None,
     baseline_val_loss: float | None = None,
+    target_val_accuracy: float | None = None,
 ) -> list[dict]:
     """Train a compiled model for one phase, resumably; returns the per-epoch history rows.
 
@@ -236,6 +249,7 @@ def fit_phase(
     model starts from, e.g. after phase 1) an epoch must beat it to count, so a phase that
     only overfits leaves the starting weights in place. `fingerprint` names the
     configuration: a state left by another configuration is discarded, not resumed.
+    `target_val_accuracy` ends the phase after the first epoch validating at least that well.
     """
     state_dir = Path(state_dir) / name
     state = _read_state(state_dir, fingerprint)
@@ -262,7 +276,13 @@ def fit_phase(
     callbacks = [early, reduce, checkpoint]
     if tensorboard_dir is not None and tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir / name)))
-    stopped = state.get("early", {}).get("wait", 0) >= patience
+    if target_val_accuracy is not None:
+        callbacks.append(_StopAtTarget(target_val_accuracy))
+    rows = state.get("rows") or [{}]
+    stopped = state.get("early", {}).get("wait", 0) >= patience or (
+        target_val_accuracy is not None
+        and (rows[-1].get("val_accuracy") or 0.0) >= target_val_accuracy
+    )
     if start < epochs and not stopped:
         model.fit(
             train,
@@ -271,6 +291,7 @@ def fit_phase(
             initial_epoch=start,
             callbacks=callbacks,
             verbose=verbosity(),
+            shuffle=False,  # the dataset reshuffles itself each epoch (array_dataset)
         )
     if (state_dir / "best.weights.h5").is_file():  # the best epoch, not the last one
         _load_weights(model, state_dir / "best.weights.h5")

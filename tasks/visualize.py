@@ -25,6 +25,7 @@ from tasks.dataset import Prepared, open_prepared
 from tasks.evaluate import COMPARISON, DETAILS, confident_errors
 from tasks.figures import save
 from tasks.params import EvaluateParams, Params, VisualizeParams, params_from_cli
+from tasks.publish import REPORT_RUN
 
 log = logging.getLogger(__name__)
 
@@ -287,10 +288,14 @@ def pair_examples(
     return [np.asarray(images[i]) for i in order], caps
 
 
-def render(items: Iterator[Item], out_dir: Path, *, dpi: int) -> list[dict]:
+def render(
+    items: Iterator[Item], out_dir: Path, *, dpi: int, run: dict | None = None
+) -> list[dict]:
     """Save each figure as it comes (then drop it); returns and writes the manifest."""
     records = []
     with atomic_dir(out_dir) as tmp:
+        if run is not None:
+            atomic_write_json(tmp / REPORT_RUN, run)
         start = time.perf_counter()
         for item in items:
             built = time.perf_counter()
@@ -319,14 +324,16 @@ def visualize(*, params: Params) -> Path:
     prepared = open_prepared(params.data.prepared_dir)
     source = Path(params.backbone.out_dir) / "model.keras" if cfg.source_model else None
     models = load_models(cfg.models, root=Path(params.train.models_dir), source=source)
+    run = report.run_id(params.publish.run_id)
     render(
         figures(
             cfg=cfg, prepared=prepared, split=ev.split, metrics_dir=Path(ev.out_dir), models=models
         ),
         Path(cfg.out_dir),
         dpi=cfg.dpi,
+        run={"run_id": run},
     )
-    return report.write_report(params=params)
+    return report.write_report(params=params, run=run)
 
 
 def _read_csv(path: Path) -> list[dict]:

@@ -56,16 +56,22 @@ def read_groups(dvc_yaml: Path, params: dict) -> dict[str, Group]:
     return groups
 
 
-def upstream(groups: dict[str, Group]) -> dict[str, list[str]]:
-    """{group: the groups it directly waits for} (transitive edges dropped, for a clean graph)."""
-    direct = {
-        b.name: [
-            a.name
-            for a in groups.values()
-            if a.name != b.name and any(_overlap(d, o) for d in b.deps for o in a.outs)
-        ]
-        for b in groups.values()
-    }
+def upstream(
+    groups: dict[str, Group], reads: dict[str, tuple[str, ...]] | None = None
+) -> dict[str, list[str]]:
+    """{group: the groups it directly waits for} (transitive edges dropped, for a clean graph).
+
+    `reads` adds what a stage reads without declaring it as a DVC dep, as path globs: the
+    evaluate stage scores `models/sweep/*` when present (a dep would make `dvc repro
+    publish` run the whole sweep), so in the DAG it must wait for the sweep.
+    """
+    reads = reads or {}
+
+    def waits(b: Group, a: Group) -> bool:
+        paths = [*b.deps, *(_fixed_prefix(p) for p in reads.get(b.name, ()))]
+        return a.name != b.name and any(_overlap(d, o) for d in paths for o in a.outs)
+
+    direct = {b.name: [a.name for a in groups.values() if waits(b, a)] for b in groups.values()}
     reduced = {}
     for name, ups in direct.items():
         reach = {r for u in ups for r in _ancestors(u, direct)}
@@ -121,6 +127,14 @@ def _lookup(params: dict, dotted: str) -> Any:
 def _norm(path: str) -> str:
     path = path.strip().removeprefix("./").rstrip("/")
     return path
+
+
+def _fixed_prefix(pattern: str) -> str:
+    """`models/sweep/*` -> `models/sweep`: the folder part before the first glob character."""
+    cut = min((i for i, c in enumerate(pattern) if c in "*?["), default=None)
+    if cut is None:
+        return _norm(pattern)
+    return _norm(pattern[:cut].rsplit("/", 1)[0] if "/" in pattern[:cut] else "")
 
 
 def _overlap(a: str, b: str) -> bool:

@@ -114,6 +114,12 @@ def test_dag_stages_are_exactly_dvc_yaml_stages_in_dvcs_order(dag) -> None:
             assert up in dag.get_task(down).get_flat_relative_ids(upstream=True), (up, down)
 
 
+def test_evaluate_waits_for_the_sweep_whose_models_it_scores(dag) -> None:
+    # not a DVC dep (`dvc repro publish` must not run 12 fine-tunings), but evaluate.models
+    # lists sweep/*: scoring before the sweep ends would leave it out of the run's report
+    assert "sweep" in dag.get_task("evaluate").get_flat_relative_ids(upstream=True)
+
+
 def test_every_task_retries_with_backoff_and_records_failures(dag) -> None:
     for t in dag.tasks:
         assert t.retries >= 1 and t.retry_exponential_backoff >= 2, t.task_id
@@ -147,7 +153,7 @@ def write_project(tmp: Path, params_extra: dict | None = None) -> Path:
             outs: ["models/sweep/unfreeze-${item.unfreeze}-aug-${item.augment}"]
           evaluate:
             cmd: python -m tasks.evaluate
-            deps: [models/fine_tune, models/sweep]
+            deps: [models/fine_tune]
             metrics: [metrics/metrics.json]
           publish:
             cmd: python -m tasks.publish
@@ -173,7 +179,8 @@ def test_graph_follows_dvc_yaml_including_matrix_paths(tmp_path: Path) -> None:
     dag = build(tmp_path)
     up = {t.task_id: t.upstream_task_ids for t in dag.tasks}
     assert "prepare" in up["train_fine_tune"] and "prepare" in up["sweep"]
-    assert {"train_fine_tune", "sweep"} <= up["evaluate"]  # sweep outs sit in models/sweep
+    # evaluate scores models/sweep/* (evaluate.models) without a DVC dep: it waits all the same
+    assert {"train_fine_tune", "sweep"} <= up["evaluate"]
     assert up["publish"] >= {"evaluate"} and "train_fine_tune" not in up["publish"]  # reduced
     assert dag.get_task("sweep").__class__.__name__.endswith("MappedOperator")
     assert "sweep_items" in up["sweep"]

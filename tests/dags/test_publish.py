@@ -19,7 +19,7 @@ from tasks.dataset import open_prepared
 from tasks.params import PublishParams, load_params
 from tasks.publish import publish
 from tasks.storage import MiB, open_store
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 from tests.helpers import random_images, write_prepared
 
 CLASSES = ["zero", "one", "two"]
@@ -303,3 +303,15 @@ def test_gate_reuses_evaluate_predictions_only_for_the_same_model_and_labels(
     (details / SCORED).write_text(json.dumps(record))
     constant_model(root / "models/m/model.keras", answer=2)  # retrained after evaluate
     assert gate_value("other-model") == pytest.approx(0.0)  # the new file, really predicted
+
+
+def test_unnamed_run_takes_the_report_run_id(tmp_path: Path, monkeypatch) -> None:
+    from tasks.publish import REPORT_RUN, report_run_id
+
+    monkeypatch.chdir(tmp_path)
+    params = load_params(ROOT / "params.yaml")
+    assert report_run_id(params) is None  # no report yet: publish makes its own id
+    (tmp_path / params.visualize.out_dir).mkdir()
+    run_file = tmp_path / params.visualize.out_dir / REPORT_RUN
+    run_file.write_text('{"run_id": "20261122T1200Z-abc"}')
+    assert report_run_id(params) == "20261122T1200Z-abc"

@@ -75,6 +75,8 @@ def test_dag_runs_end_to_end_skips_unchanged_work_and_survives_a_store_outage(
         data = body["Body"].read()
         assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["size"]
     assert any(f["path"].endswith("model.keras") for f in manifest["files"])
+    report = client.get_object(Bucket="e2e", Key=f"models/runs/{run_id}/reports/report.html")
+    assert f"<h1>Run {run_id}</h1>" in report["Body"].read().decode()  # one id everywhere
     assert manifest["dataset_version"].startswith("md5:")
     champion = get_json(client, "e2e", "models/champion.json")
     assert champion["run_id"] == run_id

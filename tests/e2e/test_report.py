@@ -31,9 +31,9 @@ data: {prepared_dir: data/prepared}
 evaluate:
   models: [feature_extraction, fine_tune, sweep/*]
   batch_size: 4
+publish: {run_id: test-run-1}
 visualize:
   models: [feature_extraction, fine_tune]
-  run_id: test-run-1
   dpi: 40
   samples_per_class: 2
   activation_layers: [conv1_relu, conv5_block3_out]
