@@ -214,7 +214,7 @@ class BackboneParams:
     min_val_accuracy: float = 0.0  # fail the stage if the source model validates below this
     # stop the source model once an epoch validates at or above this (null = run all
     # `epochs`): the transfer stages need a good base, not the last point of val accuracy
-    target_val_accuracy: float | None = 0.95
+    target_val_accuracy: float | None = 0.94
 
     def __post_init__(self) -> None:
         check(bool(self.weights.strip()), "weights", "give source, imagenet, none or a path")

@@ -74,3 +74,44 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     assert [r["epoch"] for r in history] == list(range(1, EPOCHS + 1))
     assert history[:done] == before["rows"]  # the epochs from the killed run are kept
     assert not state.parent.exists()  # resume state removed once the output is written
+
+
+def test_phase_stops_at_the_target_val_accuracy_and_stays_stopped(tmp_path):
+    import numpy as np
+
+    from tasks import training
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)  # one feature decides: learnt within an epoch or two
+    ds = training.array_dataset(x, y, num_classes=2, batch_size=16, shuffle=True)
+
+    def phase(target):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+        training.compile_model(model, optimizer="adam", learning_rate=0.1)
+        return training.fit_phase(
+            model,
+            ds,
+            ds,
+            name="p",
+            epochs=8,
+            state_dir=tmp_path / str(target),
+            fingerprint="f",
+            patience=8,
+            reduce_lr_patience=8,
+            reduce_lr_factor=0.5,
+            min_lr=1e-6,
+            target_val_accuracy=target,
+        )
+
+    full = phase(None)
+    assert len(full) == 8  # no target: every epoch
+    rows = phase(0.9)
+    first = next(i for i, r in enumerate(full) if r["val_accuracy"] >= 0.9)
+    assert len(rows) == first + 1 < 8 and rows[-1]["val_accuracy"] >= 0.9
+    state = json.loads((tmp_path / "0.9" / "p" / "state.json").read_text())
+    state.pop("done")  # as if killed after the stopping epoch was saved
+    (tmp_path / "0.9" / "p" / "state.json").write_text(json.dumps(state))
+    assert len(phase(0.9)) == len(rows)  # the re-run does not train on
