@@ -84,6 +84,7 @@ def test_phase_stops_at_the_target_val_accuracy_and_stays_stopped(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)  # one feature decides: learnt within an epoch or two
+
     def phase(target):
         keras.utils.set_random_seed(0)
         ds = training.array_dataset(x, y, num_classes=2, batch_size=16, shuffle=True)
