@@ -207,7 +207,7 @@ def source_step_xla(steps: int = 8, batch: int = 32) -> list[list]:
     import keras
 
     from tasks import training
-    from tasks.model import build_model
+    from tasks.model import build_head, build_model
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch * (steps + 1), 32, 32, 3), dtype=np.uint8)
@@ -226,8 +226,6 @@ def source_step_xla(steps: int = 8, batch: int = 32) -> list[list]:
     fx = rng.random((1300, 2048), dtype=np.float32)
     fy = rng.integers(0, 10, len(fx))
     for xla in (True, False):
-        from tasks.model import build_head
-
         keras.utils.set_random_seed(0)
         head = build_head(num_classes=10, units=(128, 64), dropout=0.2, seed=0)
         training.compile_model(head, optimizer="adam", learning_rate=1e-3, jit_compile=xla)

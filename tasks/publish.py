@@ -81,6 +81,7 @@ def publish(
             "a new publish.run_id (published runs are never overwritten)"
         )
 
+    model_sha256 = hashes[f"{cfg.model}/{MODEL_FILE}"].sha256
     new = score(
         model_file=root / cfg.model / MODEL_FILE,
         prepared=prepared,
@@ -88,6 +89,7 @@ def publish(
         dataset_version=dataset_version,
         batch_size=cfg.batch_size,
         evaluated=evaluated,
+        model_sha256=model_sha256,
     )
     promote, reason, held = gate(
         store=store, champion=champion, new=new, run_id=run_id, cfg=cfg, prepared=prepared
@@ -129,7 +131,7 @@ def publish(
                 {
                     "run_id": run_id,
                     "model": f"{run}/{cfg.model}/{MODEL_FILE}",
-                    "model_sha256": hashes[f"{cfg.model}/{MODEL_FILE}"].sha256,
+                    "model_sha256": model_sha256,
                     "manifest": f"{run}/{MANIFEST}",
                     "manifest_sha256": manifest_sha,
                     "dataset_version": dataset_version,
@@ -193,11 +195,13 @@ def score(
     dataset_version: str,
     batch_size: int,
     evaluated: Path | None = None,
+    model_sha256: str | None = None,
 ) -> Score:
     """`metric` of a saved model on the prepared test split, as `tasks.evaluate` computes it.
 
     With `evaluated` (metrics/details/<model>/) holding predictions of this very file (its
-    sha256) on these very test labels, those are used: no TensorFlow, no second predict().
+    sha256, `model_sha256` when the caller has it) on these very test labels, those are
+    used: no TensorFlow, no second predict().
     """
     from tasks.evaluate import compute_metrics
 
@@ -209,7 +213,7 @@ def score(
     labels = prepared.labels("test")
     if len(labels) == 0:
         raise UserError("the test split is empty; nothing to score the model on")
-    probs = _evaluated_probs(evaluated, model_file, labels)
+    probs = _evaluated_probs(evaluated, model_sha256 or file_digest(model_file), labels)
     if probs is None:
         from tasks.evaluate import predict  # tensorflow: only when scoring
         from tasks.model import load_model
@@ -224,8 +228,9 @@ def score(
     return Score(metric, float(value), dataset_version, prepared.classes)
 
 
-def _evaluated_probs(folder: Path | None, model_file: Path, labels) -> Any:
-    """probs.npy of the evaluate stage if they are of `model_file` on these test labels."""
+def _evaluated_probs(folder: Path | None, model_sha256: str, labels) -> Any:
+    """probs.npy of the evaluate stage if they are of the model file with this sha256 on
+    these test labels."""
     import numpy as np
 
     from tasks.evaluate import SCORED, labels_digest
@@ -236,7 +241,7 @@ def _evaluated_probs(folder: Path | None, model_file: Path, labels) -> Any:
     same = (
         record.get("split") == "test"
         and record.get("labels_sha256") == labels_digest(labels)
-        and record.get("model_sha256") == file_digest(model_file)
+        and record.get("model_sha256") == model_sha256
     )
     if not same:
         log.info("%s: predictions of another model or split; scoring the model again", folder)

@@ -214,6 +214,10 @@ class _Checkpoint(keras.callbacks.Callback):
             (self.dir / old).unlink(missing_ok=True)
 
 
+def _at_target(val_accuracy: float | None, target: float | None) -> bool:
+    return target is not None and val_accuracy is not None and val_accuracy >= target
+
+
 class _StopAtTarget(keras.callbacks.Callback):
     def __init__(self, target: float):
         super().__init__()
@@ -221,7 +225,7 @@ class _StopAtTarget(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         acc = (logs or {}).get("val_accuracy")
-        if acc is not None and acc >= self.target:
+        if _at_target(acc, self.target):
             log.info("val accuracy %.4f >= target %.4f: stopping", acc, self.target)
             self.model.stop_training = True
 
@@ -278,10 +282,9 @@ def fit_phase(
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir / name)))
     if target_val_accuracy is not None:
         callbacks.append(_StopAtTarget(target_val_accuracy))
-    rows = state.get("rows") or [{}]
-    stopped = state.get("early", {}).get("wait", 0) >= patience or (
-        target_val_accuracy is not None
-        and (rows[-1].get("val_accuracy") or 0.0) >= target_val_accuracy
+    last = (state.get("rows") or [{}])[-1]  # a re-run after the target epoch stays stopped
+    stopped = state.get("early", {}).get("wait", 0) >= patience or _at_target(
+        last.get("val_accuracy"), target_val_accuracy
     )
     if start < epochs and not stopped:
         model.fit(
