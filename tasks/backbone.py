@@ -184,7 +184,7 @@ def train_source(
     training.compile_model(
         model, optimizer=train.optimizer, learning_rate=cfg.learning_rate, jit_compile=jit_compile
     )
-    fingerprint = _fingerprint(
+    fingerprint = training.config_fingerprint(
         cfg,
         prepared.info,
         train.image_size,
@@ -233,13 +233,6 @@ def train_source(
         "history": rows_log,
     }
     return model, info
-
-
-def _fingerprint(*parts) -> str:
-    import hashlib
-
-    text = json.dumps([repr(p) for p in parts], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def main() -> None:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -92,7 +90,7 @@ def train_run(
     classes = prepared.classes
     k, state = len(classes), Path(cfg.checkpoint_dir) / run.name
     aug_cfg = dataclasses.replace(cfg.augment, enabled=run.augment)
-    fingerprint = _fingerprint(run, cfg, prepared.info, file_digest(weights))
+    fingerprint = training.config_fingerprint(run, cfg, prepared.info, file_digest(weights))
     with strategy.scope():
         base = build_backbone(weights)
         freeze(base)
@@ -233,11 +231,6 @@ def write_history(folder: Path, phases: list[tuple[str, list[dict]]]) -> None:
         for name, rows in phases:
             for row in rows:
                 writer.writerow({"phase": name, **row})
-
-
-def _fingerprint(*parts) -> str:
-    text = json.dumps([repr(p) for p in parts], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def main() -> None:

@@ -337,6 +337,14 @@ def discard_state(state_dir: Path) -> None:
     shutil.rmtree(state_dir, ignore_errors=True)
 
 
+def config_fingerprint(*parts) -> str:
+    """A short hash naming a training configuration (its resume state is kept under it)."""
+    import hashlib
+
+    text = json.dumps([repr(p) for p in parts], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _read_state(state_dir: Path, fingerprint: str) -> dict:
     path = state_dir / STATE
     if not path.is_file():
