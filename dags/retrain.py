@@ -122,6 +122,11 @@ def build_dag(params: Params, project: Path = PROJECT) -> DAG:
             run_id = workspace.safe_id(ctx["run_id"])
             overrides = run_params.overrides_from(dict(ctx["params"]), defaults)
             overrides["publish.run_id"] = run_id  # not a DVC param of publish: no re-run
+            # a relative destination is the project's, not the workspace's (cleanup removes it)
+            destination = overrides.get("publish.destination", params.publish.destination)
+            absolute = _checked(lambda: workspace.project_destination(project, destination))
+            if absolute:
+                overrides["publish.destination"] = absolute
             text = _checked(lambda: workspace.params_text(project / "params.yaml", overrides))
             outs = [project / o for g in groups.values() for o in g.outs]
             ws = workspace.create(

@@ -89,6 +89,27 @@ def params_text(project_params: Path, overrides: dict[str, Any]) -> str:
     return yaml.safe_dump(raw, sort_keys=False)
 
 
+def project_destination(project: Path, destination: str) -> str | None:
+    """`publish.destination` as the project's own place, for a run in a workspace.
+
+    Under `dvc repro` a relative destination (the default `published`) lies in the project;
+    a stage in a workspace would resolve it inside the workspace, which `cleanup` deletes
+    with the run's champion. Returns the absolute path to use instead, or None when the
+    destination already names one place (s3://, file:///abs, an absolute path).
+    """
+    if "://" in destination:
+        if destination.startswith("file://") and not destination.startswith("file:///"):
+            from tasks.common import UserError
+
+            raise UserError(
+                f"publish.destination = {destination!r}: a file:// URL needs an absolute "
+                "path (file:///srv/models), or give a folder relative to the project"
+            )
+        return None
+    path = Path(destination).expanduser()
+    return None if path.is_absolute() else str((project / path).resolve())
+
+
 def create(
     *,
     project: Path,

@@ -100,3 +100,18 @@ def test_run_ids_become_safe_paths() -> None:
     )
     assert workspace.safe_id("../../etc") == "etc"  # never a path outside the workspace root
     assert workspace.safe_id("a/b/../c") == "a-b-..-c"
+
+
+def test_a_relative_publish_destination_means_the_projects_folder_not_the_workspaces(
+    tmp_path: Path,
+) -> None:
+    from tasks.common import UserError
+
+    project = tmp_path / "project"
+    assert workspace.project_destination(project, "published") == str(project / "published")
+    assert workspace.project_destination(project, "out/models") == str(project / "out/models")
+    # destinations that already name one place are left as they are
+    for fixed in ("s3://bucket/prefix", "file:///srv/models", str(tmp_path / "abs")):
+        assert workspace.project_destination(project, fixed) is None
+    with pytest.raises(UserError, match="file:///srv/models"):
+        workspace.project_destination(project, "file://published")  # host "published", no path

@@ -1,11 +1,17 @@
 """The retraining DAG end to end (`dag.test()`), on a copy of the project, the embedded
-dataset and tiny training, publishing to a moto S3 server on 127.0.0.1.
+dataset and tiny training, publishing to the default destination (`published`, relative).
 
-Three runs of one DAG: a full run (champion), the same run again (nothing retrained,
-nothing published), and a run with the store down (publish fails after its retries; the
-bucket and the champion are unchanged, a failure record names the cause). The champion
-gate against worse models is tested on real S3 in tests/dags/test_publish.py. Each run is
-a subprocess with its own AIRFLOW_HOME (SQLite in tmp).
+Four runs of one DAG, each a subprocess with its own AIRFLOW_HOME (SQLite in tmp):
+1. a full run: champion, published into the *project's* `published/` (a relative
+   destination is the project's under Airflow as under `dvc repro`), and still there after
+   `cleanup` removed the run's workspace;
+2. the same run again: nothing retrained, nothing published;
+3. a run that only changes the gate: nothing retrained, publish re-runs and is gated against
+   the first run's champion, which stays;
+4. a run publishing to a store that is down (S3 on a dead port): publish fails after its
+   retries, a failure record names the cause, nothing published changes.
+S3 publishing itself (and the gate against worse models) is tested on a moto server in
+tests/dags/test_publish.py.
 """
 
 from __future__ import annotations
@@ -23,33 +29,32 @@ from tests.dags.harness import Airflow, copy_project
 
 pytestmark = pytest.mark.slow
 
-
-def listing(client, bucket: str) -> dict[str, str]:
-    objects = client.list_objects_v2(Bucket=bucket).get("Contents", [])
-    return {o["Key"]: o["ETag"] for o in objects}
+TRAINED = re.compile(r"Running stage '(backbone|features|train_|sweep)")
 
 
-def get_json(client, bucket: str, key: str) -> dict:
-    return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+def listing(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file below root."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
-def test_dag_runs_end_to_end_skips_unchanged_work_and_survives_a_store_outage(
-    tmp_path: Path, s3_server
+def test_dag_publishes_into_the_project_keeps_the_champion_across_runs_and_survives_an_outage(
+    tmp_path: Path, aws_env
 ) -> None:
     project = copy_project(tmp_path / "project", tmp_path)
     stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
     if "publish" not in stages:
         pytest.fail("dvc.yaml has no publish stage: the DAG would publish nothing")
-    client = s3_server.client()
-    client.create_bucket(Bucket="e2e")
+    published = project / "published"  # params.yaml's default destination, relative
     airflow = Airflow(project, tmp_path / "airflow_home")
     tiny = [
         "prepare.max_per_class=12",
         "validate.min_per_class=1",
         "backbone.epochs=1",
         "visualize.ascent_steps=2",
-        "publish.destination=s3://e2e/models",
-        f"publish.endpoint_url={s3_server.endpoint_url}",
         "publish.retries=2",
         "publish.backoff=0.2",
         "publish.timeout=3",
@@ -62,40 +67,57 @@ def test_dag_runs_end_to_end_skips_unchanged_work_and_survives_a_store_outage(
         "overrides": tiny,
     }
 
-    # 1. a full run: every task succeeds; the run and its manifest are in the bucket
+    # 1. a full run: every task succeeds; the run is in the project's published/ and stays
     first = airflow.run(conf)
     assert first["state"] == "success", first["log"][-5000:]
     assert set(first["tasks"].values()) <= {"success", "skipped"}, first["tasks"]
     assert {t.split("[")[0] for t in first["tasks"]} >= set(stages)
-    run_id = first["publish"]["uri"].rsplit("/", 1)[-1]
     assert first["publish"]["published"] and first["publish"]["status"] == "champion"
-    manifest = get_json(client, "e2e", f"models/runs/{run_id}/manifest.json")
+    run_id = first["publish"]["uri"].rsplit("/", 1)[-1]
+    assert first["publish"]["uri"] == (published / "runs" / run_id).as_uri()
+    assert not (tmp_path / "workspaces" / run_id).exists()  # cleanup removed the workspace...
+    run_dir = published / "runs" / run_id  # ...but not what the run published
+    manifest = json.loads((run_dir / "manifest.json").read_text())
     for f in manifest["files"]:
-        body = client.get_object(Bucket="e2e", Key=f"models/runs/{run_id}/{f['path']}")
-        data = body["Body"].read()
+        data = (run_dir / f["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["size"]
     assert any(f["path"].endswith("model.keras") for f in manifest["files"])
-    report = client.get_object(Bucket="e2e", Key=f"models/runs/{run_id}/reports/report.html")
-    assert f"<h1>Run {run_id}</h1>" in report["Body"].read().decode()  # one id everywhere
+    report = (run_dir / "reports/report.html").read_text()
+    assert f"<h1>Run {run_id}</h1>" in report  # one id everywhere
     assert manifest["dataset_version"].startswith("md5:")
-    champion = get_json(client, "e2e", "models/champion.json")
+    champion = json.loads((published / "champion.json").read_text())
     assert champion["run_id"] == run_id
-    after_first = listing(client, "e2e")
+    after_first = listing(published)
 
     # 2. nothing changed: nothing retrained, nothing published
     second = airflow.run(conf)
     assert second["state"] == "success", second["log"][-5000:]
     assert second["publish"]["published"] is False
-    assert not re.search(r"Running stage '(backbone|features|train_|sweep)", second["log"])
-    assert listing(client, "e2e") == after_first
+    assert not TRAINED.search(second["log"])
+    assert listing(published) == after_first
 
-    # 3. the store is down: publish retries, then fails; the bucket is untouched
-    dead = f"publish.endpoint_url=http://127.0.0.1:{free_port()}"
-    down = airflow.run(conf | {"overrides": [*tiny, dead]})
+    # 3. only the gate changed: publish runs again, against the first run's champion
+    stricter = conf | {"overrides": [*tiny, "publish.min_improvement=0.5"]}
+    third = airflow.run(stricter)
+    assert third["state"] == "success", third["log"][-5000:]
+    assert not TRAINED.search(third["log"])
+    assert third["publish"]["published"] and third["publish"]["status"] == "challenger"
+    assert third["publish"]["champion_value"] == champion["value"]
+    assert json.loads((published / "champion.json").read_text()) == champion
+    third_id = third["publish"]["uri"].rsplit("/", 1)[-1]
+    assert (published / "runs" / third_id / "manifest.json").is_file()
+    assert (run_dir / "manifest.json").is_file()
+    after_third = listing(published)
+
+    # 4. the store is down: publish retries, then fails; nothing published changes
+    dead = [
+        "publish.destination=s3://e2e/models",
+        f"publish.endpoint_url=http://127.0.0.1:{free_port()}",
+    ]
+    down = airflow.run(conf | {"overrides": [*tiny, *dead]})
     assert down["state"] == "failed"
     assert down["tasks"]["publish"] == "failed"
-    assert listing(client, "e2e") == after_first
-    assert get_json(client, "e2e", "models/champion.json") == champion
+    assert listing(published) == after_third
     records = sorted((tmp_path / "failures").rglob("publish.try*.json"))
     assert [r.name for r in records] == ["publish.try1.json", "publish.try2.json"]  # retried
     last = json.loads(records[-1].read_text())
