@@ -28,13 +28,13 @@ import numpy as np
 
 from tasks.common import UserError, atomic_dir, atomic_write_json, file_digest, run_main
 from tasks.dataset import Prepared, open_prepared
+from tasks.layout import BACKBONE_INFO as INFO_FILE
+from tasks.layout import BACKBONE_WEIGHTS as WEIGHTS_FILE
+from tasks.layout import SOURCE_MODEL
 from tasks.params import BackboneParams, ParamsError, TrainParams, params_from_cli
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "backbone.weights.h5"  # the base's weights: every transfer stage starts here
-INFO_FILE = "backbone.json"
-SOURCE_MODEL = "model.keras"  # the source classifier (source case only)
 VALIDATION_SUMMARY = "summary.json"  # inside validate.out_dir
 
 

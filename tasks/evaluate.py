@@ -27,13 +27,21 @@ import numpy as np
 from tasks.common import UserError, atomic_dir, atomic_write_json, file_digest, run_main
 from tasks.dataset import open_prepared
 from tasks.figures.curves import curve_rows
+from tasks.layout import (
+    COMPARISON,
+    CONFUSION,
+    CURVES,
+    DETAILS,
+    HISTORY,
+    METRICS,
+    MODEL,
+    PROBS,
+    SCORED,
+)
 from tasks.params import EvaluateParams, params_from_cli
-from tasks.report import metrics_table
 
 log = logging.getLogger(__name__)
 
-METRICS, COMPARISON, SCORED = "metrics.json", "comparison.csv", "scored.json"
-CONFUSION, CURVES, DETAILS = "confusion", "curves", "details"
 CURVE_COLUMNS = [
     "step",
     "phase",
@@ -180,10 +188,10 @@ def find_models(patterns: tuple[str, ...], root: Path) -> dict[str, Path]:
     for pat in patterns:
         if glob.has_magic(pat):
             folders = sorted(
-                Path(p) for p in glob.glob(str(root / pat)) if Path(p, "model.keras").is_file()
+                Path(p) for p in glob.glob(str(root / pat)) if Path(p, MODEL).is_file()
             )
         else:
-            if not (root / pat / "model.keras").is_file():
+            if not (root / pat / MODEL).is_file():
                 raise UserError(
                     f"{root / pat}/model.keras not found; train it first (dvc "
                     "repro) or remove it from evaluate.models"
@@ -223,14 +231,14 @@ def evaluate(*, cfg: EvaluateParams, prepared_dir: Path, models_dir: Path) -> di
     metrics, comparison = {}, []
     with atomic_dir(Path(cfg.out_dir)) as out:
         for name, folder in models.items():
-            model = load_model(folder / "model.keras")
+            model = load_model(folder / MODEL)
             if model.output_shape[-1] != len(classes):
                 raise UserError(
                     f"{folder}: the model has {model.output_shape[-1]} outputs "
                     f"but {prepared_dir} has {len(classes)} classes; retrain it"
                 )
             probs = predict(model, images, cfg.batch_size)
-            history = _read_json(folder / "history.json")
+            history = _read_json(folder / HISTORY)
             train = _read_json(folder / "train.json")
             m = compute_metrics(labels, probs, top_k=cfg.top_k) | phase_seconds(history, train)
             metrics[name] = m
@@ -246,7 +254,7 @@ def evaluate(*, cfg: EvaluateParams, prepared_dir: Path, models_dir: Path) -> di
             )
             atomic_write_json(  # lets publish reuse probs.npy instead of predicting again
                 out / DETAILS / name / SCORED,
-                scored_record(folder / "model.keras", cfg.split, labels),
+                scored_record(folder / MODEL, cfg.split, labels),
             )
             log.info(
                 "%s: accuracy %.4f on %d %s images", name, m["accuracy"], len(labels), cfg.split
@@ -287,7 +295,7 @@ def write_details(
     cm = confusion(labels, y_pred, len(classes))
     details = out / DETAILS / name
     details.mkdir(parents=True)
-    np.save(details / "probs.npy", probs)
+    np.save(details / PROBS, probs)
     np.save(details / "confusion.npy", cm)
     _write_csv(details / "per_class.csv", per_class(labels, y_pred, classes))
     atomic_write_json(details / "pairs.json", confused_pairs(cm, classes, pairs))
@@ -320,6 +328,19 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def metrics_table(metrics: dict[str, dict]) -> str:
+    """The key metrics per model as a text table (evaluate and `make run` print it)."""
+    keys = ["accuracy", "top5_accuracy", "f1_macro", "loss"]
+    keys = [k for k in keys if any(k in m for m in metrics.values())]
+    width = max([len(n) for n in metrics] + [5]) + 2
+    lines = ["model".ljust(width) + "".join(k.rjust(15) for k in keys)]
+    for name, m in metrics.items():
+        lines.append(
+            name.ljust(width) + "".join((f"{m[k]:.4f}" if k in m else "-").rjust(15) for k in keys)
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:

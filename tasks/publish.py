@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -32,15 +31,15 @@ from typing import Any
 
 from tasks.common import UserError, atomic_write_json, file_digest, run_main
 from tasks.dataset import Prepared, open_prepared
+from tasks.layout import CHAMPION, DETAILS, MANIFEST, METRICS, PROBS, SCORED
+from tasks.layout import MODEL as MODEL_FILE
+from tasks.lineage import dataset_version, git_commit, new_run_id, recorded_run_id
 from tasks.params import PublishParams, params_from_cli
 from tasks.storage import FileHash, MiB, Store, StoreUnavailable, open_store
 
 log = logging.getLogger(__name__)
 
-MANIFEST, CHAMPION, MODEL_FILE = "manifest.json", "champion.json", "model.keras"
 MANIFEST_VERSION = 1
-# in <visualize.out_dir>: {"run_id": ...}, the id the report shows; publish names the run so
-REPORT_RUN = "run.json"
 EXIT_TEMPFAIL = 75  # store unreachable: a retry later may succeed (exit 2 = fix the input)
 
 
@@ -233,9 +232,9 @@ def _evaluated_probs(folder: Path | None, model_sha256: str, labels) -> Any:
     these test labels."""
     import numpy as np
 
-    from tasks.evaluate import SCORED, labels_digest
+    from tasks.evaluate import labels_digest
 
-    if folder is None or not (folder / SCORED).is_file() or not (folder / "probs.npy").is_file():
+    if folder is None or not (folder / SCORED).is_file() or not (folder / PROBS).is_file():
         return None
     record = json.loads((folder / SCORED).read_text())
     same = (
@@ -328,48 +327,6 @@ def file_sha_of(store: Store, key: str) -> str | None:
     return info.sha256 if info else None
 
 
-def dataset_version(prepared_dir: Path, lock: Path = Path("dvc.lock")) -> str:
-    """DVC's hash of the prepared data (from dvc.lock), else a sha256 of its files."""
-    import yaml
-
-    if lock.is_file():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        for stage in stages.values():
-            for out in stage.get("outs", []):
-                if Path(out.get("path", "")) == prepared_dir and out.get("md5"):
-                    return f"md5:{out['md5']}"
-    digest = [
-        f"{p.relative_to(prepared_dir).as_posix()}={file_digest(p)}"
-        for p in sorted(prepared_dir.rglob("*"))
-        if p.is_file()
-    ]
-    import hashlib
-
-    return "sha256:" + hashlib.sha256("\n".join(digest).encode()).hexdigest()
-
-
-def git_commit(env_fallback: str | None) -> str | None:
-    """HEAD of the project (with "-dirty" if files changed), else the given fallback."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return f"{head}-dirty" if dirty else head
-    except (OSError, subprocess.SubprocessError):
-        return env_fallback
-
-
-def default_run_id(commit: str | None) -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{commit[:8]}" if commit else stamp
-
-
 def _table(hashes: dict[str, FileHash]) -> list[dict[str, Any]]:
     return [{"path": k, "sha256": h.sha256, "size": h.size} for k, h in sorted(hashes.items())]
 
@@ -396,19 +353,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def report_run_id(params) -> str | None:
-    """The run id the visualize stage put in the report (<visualize.out_dir>/run.json)."""
-    path = Path(params.visualize.out_dir) / REPORT_RUN
-    if not path.is_file():
-        return None
-    given = json.loads(path.read_text()).get("run_id")
-    return given if isinstance(given, str) and given else None
-
-
 def _details_of(model: str, params) -> Path | None:
     """metrics/details/<name>/ of `publish.model` (models/<name>), when it is one."""
-    from tasks.evaluate import DETAILS
-
     try:
         name = Path(model).relative_to(params.train.models_dir)
     except ValueError:
@@ -421,7 +367,7 @@ def main() -> None:
     cfg = params.publish
     commit = git_commit(os.environ.get("GIT_COMMIT"))
     prepared_dir = Path(params.data.prepared_dir)
-    metrics_file = Path(params.evaluate.out_dir) / "metrics.json"
+    metrics_file = Path(params.evaluate.out_dir) / METRICS
     store = open_store(
         cfg.destination,
         endpoint_url=cfg.endpoint_url,
@@ -436,7 +382,9 @@ def main() -> None:
         record = publish(
             store=store,
             cfg=cfg,
-            run_id=cfg.run_id or report_run_id(params) or default_run_id(commit),
+            run_id=cfg.run_id
+            or recorded_run_id(Path(params.visualize.out_dir))
+            or new_run_id(commit),
             prepared=open_prepared(prepared_dir),
             dataset_version=dataset_version(prepared_dir),
             git_commit=commit,

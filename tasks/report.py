@@ -21,10 +21,10 @@ from pathlib import Path
 import yaml
 
 from tasks.common import atomic_write_text, run_main
+from tasks.layout import COMPARISON, DETAILS, FIGURES, METRICS
+from tasks.lineage import dataset_version, git_commit, new_run_id, recorded_run_id
 from tasks.params import Params, params_from_cli
-from tasks.publish import dataset_version, default_run_id, git_commit  # the manifest's own
 
-MANIFEST = "figures.json"  # tasks.visualize.MANIFEST (kept here so the report needs no TF)
 SECTIONS = {
     "data": "Data",
     "comparison": "Strategies and sweep",
@@ -39,7 +39,7 @@ def run_id(given: str | None) -> str:
     The chosen id is also written to <visualize.out_dir>/run.json, where `tasks.publish`
     finds it, so the report and the published run folder carry the same id.
     """
-    return given or default_run_id(git_commit(None))
+    return given or new_run_id(git_commit(None))
 
 
 def collect(params: Params, *, report_path: Path, run: str | None = None) -> dict:
@@ -47,12 +47,12 @@ def collect(params: Params, *, report_path: Path, run: str | None = None) -> dic
     ev, vz = params.evaluate, params.visualize
     metrics_dir, fig_dir = Path(ev.out_dir), Path(vz.out_dir)
     prepared_dir = Path(params.data.prepared_dir)
-    metrics = _json(metrics_dir / "metrics.json") or {}
+    metrics = _json(metrics_dir / METRICS) or {}
     models = {}
     for name in metrics:
-        d = metrics_dir / "details" / name
+        d = metrics_dir / DETAILS / name
         models[name] = {"per_class": _csv(d / "per_class.csv"), "pairs": _json(d / "pairs.json")}
-    figures = _json(fig_dir / MANIFEST) or []
+    figures = _json(fig_dir / FIGURES) or []
     for f in figures:
         f["png"] = (fig_dir / f["file"]).read_bytes() if (fig_dir / f["file"]).is_file() else b""
     # only files a published run folder holds too (publish.artifacts), so links keep working
@@ -64,8 +64,8 @@ def collect(params: Params, *, report_path: Path, run: str | None = None) -> dic
         if f.name in ("train.json", "history.csv")
     ]
     raw = [
-        metrics_dir / "metrics.json",
-        metrics_dir / "comparison.csv",
+        metrics_dir / METRICS,
+        metrics_dir / COMPARISON,
         Path(vz.validation_summary),
         *sides,
         *sorted(metrics_dir.glob("details/*/per_class.csv")),
@@ -81,7 +81,8 @@ def collect(params: Params, *, report_path: Path, run: str | None = None) -> dic
     ]
     info = _json(prepared_dir / "dataset.json") or {}
     return {
-        "run_id": run or run_id(params.publish.run_id),
+        # re-rendered by hand (no `run`): the id visualize gave this report, as publish does
+        "run_id": run or params.publish.run_id or recorded_run_id(fig_dir) or run_id(None),
         "commit": git_commit(None),
         "created": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC",
         "dataset": {
@@ -96,7 +97,7 @@ def collect(params: Params, *, report_path: Path, run: str | None = None) -> dic
         "params": params.to_dict(),
         "metrics": metrics,
         "models": models,
-        "comparison": _csv(metrics_dir / "comparison.csv"),
+        "comparison": _csv(metrics_dir / COMPARISON),
         "validation": _json(Path(vz.validation_summary)),
         "figures": figures,
         "links": links,
@@ -181,37 +182,6 @@ def write_report(*, params: Params, run: str | None = None) -> Path:
     path = Path(params.visualize.report)
     atomic_write_text(path, build_html(collect(params, report_path=path, run=run)))
     return path
-
-
-def metrics_table(metrics: dict[str, dict]) -> str:
-    """The key metrics per model as a text table (evaluate and `make run` print it)."""
-    keys = ["accuracy", "top5_accuracy", "f1_macro", "loss"]
-    keys = [k for k in keys if any(k in m for m in metrics.values())]
-    width = max([len(n) for n in metrics] + [5]) + 2
-    lines = ["model".ljust(width) + "".join(k.rjust(15) for k in keys)]
-    for name, m in metrics.items():
-        lines.append(
-            name.ljust(width) + "".join((f"{m[k]:.4f}" if k in m else "-").rjust(15) for k in keys)
-        )
-    return "\n".join(lines)
-
-
-def run_summary(params: Params) -> str:
-    """Metrics per model and the report's path, or what to run to get them."""
-    metrics = _json(Path(params.evaluate.out_dir) / "metrics.json")
-    report = Path(params.visualize.report)
-    lines = [
-        metrics_table(metrics)
-        if metrics
-        else f"metrics   none yet ({params.evaluate.out_dir}/metrics.json): run "
-        "`dvc repro evaluate`"
-    ]
-    lines.append(
-        f"report    {report.resolve()}"
-        if report.is_file()
-        else f"report    not built yet ({report}): run `dvc repro visualize`"
-    )
-    return "\n".join(lines)
 
 
 # --- helpers ---------------------------------------------------------------------------------

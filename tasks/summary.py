@@ -5,14 +5,36 @@ python -m tasks.summary [--params params.yaml]
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tasks.common import run_main
 from tasks.dataset import open_prepared
+from tasks.evaluate import metrics_table
+from tasks.layout import METRICS
 from tasks.params import params_from_cli
 from tasks.prepare import summary
-from tasks.report import run_summary
 from tasks.validate import verdict
+
+
+def run_summary(*, metrics_file: Path, report: Path) -> str:
+    """Metrics per model and the report's path, or what to run to get them."""
+    metrics = _json(metrics_file)
+    lines = [
+        metrics_table(metrics)
+        if metrics
+        else f"metrics   none yet ({metrics_file}): run `dvc repro evaluate`"
+    ]
+    lines.append(
+        f"report    {report.resolve()}"
+        if report.is_file()
+        else f"report    not built yet ({report}): run `dvc repro visualize`"
+    )
+    return "\n".join(lines)
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def main() -> None:
@@ -21,9 +43,10 @@ def main() -> None:
     # --- validation (tasks/validate.py) ---
     print()
     print(verdict(Path(params.validate.out_dir)))
-    # --- evaluation and report (tasks/report.py) ---
+    # --- evaluation and report ---
     print()
-    print(run_summary(params))
+    metrics_file = Path(params.evaluate.out_dir) / METRICS
+    print(run_summary(metrics_file=metrics_file, report=Path(params.visualize.report)))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tasks.common import atomic_dir, atomic_write_json, file_digest, run_main
 from tasks.dataset import Prepared, open_prepared
+from tasks.layout import HISTORY, MODEL, TRAIN_INFO
 from tasks.params import TrainParams, Unfreeze, params_from_cli
 
 log = logging.getLogger(__name__)
@@ -204,9 +205,9 @@ def train_run(
         }
     )
     with atomic_dir(run.out) as tmp:
-        model.save(tmp / "model.keras")
+        model.save(tmp / MODEL)
         write_history(tmp, phases)
-        atomic_write_json(tmp / "train.json", info)
+        atomic_write_json(tmp / TRAIN_INFO, info)
         if (state / "tensorboard").is_dir():
             shutil.copytree(state / "tensorboard", tmp / "tensorboard")
     training.discard_state(state)
@@ -222,7 +223,7 @@ def _best_val_loss(rows: list[dict]) -> float | None:
 def write_history(folder: Path, phases: list[tuple[str, list[dict]]]) -> None:
     """history.json ({"phases": [{"name", "epochs": [...]}]}) and history.csv (+ phase)."""
     atomic_write_json(
-        folder / "history.json", {"phases": [{"name": n, "epochs": rows} for n, rows in phases]}
+        folder / HISTORY, {"phases": [{"name": n, "epochs": rows} for n, rows in phases]}
     )
     fields = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
     with open(folder / "history.csv", "w", newline="") as f:

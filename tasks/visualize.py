@@ -22,14 +22,12 @@ import numpy as np
 
 from tasks.common import UserError, atomic_dir, atomic_write_json, run_main
 from tasks.dataset import Prepared, open_prepared
-from tasks.evaluate import COMPARISON, DETAILS, confident_errors
+from tasks.evaluate import confident_errors
 from tasks.figures import save
+from tasks.layout import COMPARISON, DETAILS, FIGURES, HISTORY, MODEL, PROBS, REPORT_RUN
 from tasks.params import EvaluateParams, Params, VisualizeParams, params_from_cli
-from tasks.publish import REPORT_RUN
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "figures.json"
 
 
 @dataclass
@@ -58,7 +56,7 @@ def load_models(names: tuple[str, ...], *, root: Path, source: Path | None) -> l
         out.append(Loaded("source", split(load_model(source)), source.parent))
     for name in names:
         folder = root / name
-        out.append(Loaded(folder.name, split(load_model(folder / "model.keras")), folder))
+        out.append(Loaded(folder.name, split(load_model(folder / MODEL)), folder))
     return out
 
 
@@ -148,14 +146,14 @@ def model_figures(
     from tasks.figures import curves, errors, gradcam
     from tasks.figures.network import deepest_block
 
-    if not (details / "probs.npy").is_file():
+    if not (details / PROBS).is_file():
         raise UserError(
             f"{details}/probs.npy missing: {m.folder} was not evaluated; add it "
             "to evaluate.models and run the evaluate stage"
         )
-    probs = np.load(details / "probs.npy")  # (N, C)
+    probs = np.load(details / PROBS)  # (N, C)
     y_pred = probs.argmax(axis=1)
-    history = _read_json(m.folder / "history.json")
+    history = _read_json(m.folder / HISTORY)
     if history:
         yield Item(
             m.name,
@@ -311,7 +309,7 @@ def render(
             )
             log.info("figure %s (%.1f s)", item.name, time.perf_counter() - start)
             start = time.perf_counter()
-        atomic_write_json(tmp / MANIFEST, records)
+        atomic_write_json(tmp / FIGURES, records)
     return records
 
 
@@ -322,7 +320,7 @@ def visualize(*, params: Params) -> Path:
     cfg: VisualizeParams = params.visualize
     ev: EvaluateParams = params.evaluate
     prepared = open_prepared(params.data.prepared_dir)
-    source = Path(params.backbone.out_dir) / "model.keras" if cfg.source_model else None
+    source = Path(params.backbone.out_dir) / MODEL if cfg.source_model else None
     models = load_models(cfg.models, root=Path(params.train.models_dir), source=source)
     run = report.run_id(params.publish.run_id)
     render(

@@ -15,11 +15,11 @@ from tasks.evaluate import (
     confused_pairs,
     confusion,
     find_models,
+    metrics_table,
     per_class,
     phase_seconds,
 )
 from tasks.params import load_params
-from tasks.report import metrics_table
 
 # 6 images, 3 classes; predictions 0 1 0 1 2 2 -> 4 of 6 right
 Y = np.array([0, 0, 0, 1, 1, 2])

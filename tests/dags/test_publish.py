@@ -306,12 +306,13 @@ def test_gate_reuses_evaluate_predictions_only_for_the_same_model_and_labels(
 
 
 def test_unnamed_run_takes_the_report_run_id(tmp_path: Path, monkeypatch) -> None:
-    from tasks.publish import REPORT_RUN, report_run_id
+    from tasks.layout import REPORT_RUN
+    from tasks.lineage import recorded_run_id
 
     monkeypatch.chdir(tmp_path)
     params = load_params(ROOT / "params.yaml")
-    assert report_run_id(params) is None  # no report yet: publish makes its own id
-    (tmp_path / params.visualize.out_dir).mkdir()
-    run_file = tmp_path / params.visualize.out_dir / REPORT_RUN
-    run_file.write_text('{"run_id": "20261122T1200Z-abc"}')
-    assert report_run_id(params) == "20261122T1200Z-abc"
+    figures = Path(params.visualize.out_dir)
+    assert recorded_run_id(figures) is None  # no report yet: publish makes its own id
+    (tmp_path / figures).mkdir()
+    (tmp_path / figures / REPORT_RUN).write_text('{"run_id": "20261122T1200Z-abc"}')
+    assert recorded_run_id(figures) == "20261122T1200Z-abc"

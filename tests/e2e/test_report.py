@@ -201,9 +201,13 @@ def test_report_opens_in_chromium_with_every_image_and_link(tmp_path, monkeypatc
 
     # `make run` ends with the metrics per model and the report's path
     from tasks.params import load_params
-    from tasks.report import run_summary
+    from tasks.summary import run_summary
 
-    last = run_summary(load_params())
+    params = load_params()
+    last = run_summary(
+        metrics_file=Path(params.evaluate.out_dir) / "metrics.json",
+        report=Path(params.visualize.report),
+    )
     assert "fine_tune" in last and "feature_extraction" in last and str(report) in last
 
     # the report is one file: moved elsewhere alone, every image still shows

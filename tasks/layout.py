@@ -1,0 +1,32 @@
+"""Artifact file names, defined once: what one stage writes and a later one reads.
+
+Folders come from params.yaml (`train.models_dir`, `evaluate.out_dir`, ...); the names of
+the files inside them live here, so a stage and its reader can never disagree.
+"""
+
+from __future__ import annotations
+
+# a trained model's folder (models/<name>/): train writes, evaluate/visualize/publish read
+MODEL = "model.keras"  # uint8 images in, class probabilities out (tasks.model)
+HISTORY = "history.json"  # {"phases": [{"name", "epochs": [{epoch, loss, ...}]}]}
+TRAIN_INFO = "train.json"  # what was trained: strategy, unfrozen layers, params, timing
+
+# the backbone's folder (backbone.out_dir)
+BACKBONE_WEIGHTS = "backbone.weights.h5"  # the base's weights: every transfer stage starts here
+BACKBONE_INFO = "backbone.json"
+SOURCE_MODEL = MODEL  # the source classifier (source case only)
+
+# evaluate.out_dir
+METRICS = "metrics.json"  # DVC metrics: one entry per model
+COMPARISON = "comparison.csv"  # one row per model (DVC plot)
+CONFUSION, CURVES, DETAILS = "confusion", "curves", "details"  # folders
+SCORED = "scored.json"  # in details/<model>/: which model file and labels probs.npy is of
+PROBS = "probs.npy"  # in details/<model>/: (N, C) float32 test-split probabilities
+
+# visualize.out_dir
+FIGURES = "figures.json"  # the figure manifest the report reads
+REPORT_RUN = "run.json"  # {"run_id": ...}: the id the report shows; publish names the run so
+
+# publish.destination
+MANIFEST = "manifest.json"  # runs/<run_id>/manifest.json, written after every file
+CHAMPION = "champion.json"  # the best run so far, replaced last
