@@ -5,8 +5,9 @@
 #   docker build -f docker/airflow.Dockerfile -t resnet-retrain/airflow .
 #   docker build -f docker/airflow.Dockerfile --target airflow-gpu -t resnet-retrain/airflow-gpu .
 #
-# Dependencies come from uv.lock through the Makefile's own install line (`uv sync --frozen`,
-# same uv version, same Python), minus the dev group, plus the `deploy` group (Celery, Redis,
+# Dependencies come from uv.lock through the Makefile's own install line (`uv sync --frozen
+# --no-default-groups`, same uv version, same Python), plus the `deploy` group (Airflow through
+# the `airflow` group it includes, Celery, Redis,
 # Postgres drivers). So the image runs exactly the versions `make test` tested, and
 # tests/code/test_docker_images.py fails if the two ever drift. The official image's own
 # Airflow stays unused: the project's venv comes first on PATH and holds the locked Airflow
@@ -36,7 +37,7 @@ WORKDIR /opt/project
 # Dependencies first (this layer is rebuilt only when the lock changes), then the code.
 COPY --chown=airflow:0 pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/home/airflow/.cache/uv,uid=50000,gid=0 \
-    /opt/airflow/.tools/bin/uv sync --frozen --python python3.11 --no-dev --group deploy \
+    /opt/airflow/.tools/bin/uv sync --frozen --python python3.11 --inexact --no-default-groups --group deploy \
         --no-install-project
 
 COPY --chown=airflow:0 tasks/ tasks/
@@ -50,7 +51,7 @@ COPY --chown=airflow:0 .dvc/config .dvc/config
 COPY --chown=airflow:0 --chmod=0755 docker/entrypoint.sh docker/init-airflow.sh docker/create_bucket.py \
      docker/
 RUN --mount=type=cache,target=/home/airflow/.cache/uv,uid=50000,gid=0 \
-    /opt/airflow/.tools/bin/uv sync --frozen --python python3.11 --no-dev --group deploy
+    /opt/airflow/.tools/bin/uv sync --frozen --python python3.11 --inexact --no-default-groups --group deploy
 
 # The locked environment first on PATH: `airflow`, `dvc` and `python -m tasks.<stage>` all
 # resolve to it. DAGs are read straight from the project, where `tasks` is importable.
@@ -76,7 +77,7 @@ CMD []
 # lock (the `gpu` group). Only the NVIDIA driver is needed on the host.
 FROM airflow AS airflow-gpu
 RUN --mount=type=cache,target=/home/airflow/.cache/uv,uid=50000,gid=0 \
-    /opt/airflow/.tools/bin/uv sync --frozen --python python3.11 --no-dev --group deploy \
+    /opt/airflow/.tools/bin/uv sync --frozen --python python3.11 --inexact --no-default-groups --group deploy \
         --group gpu
 ENV TF_FORCE_GPU_ALLOW_GROWTH=true \
     NVIDIA_VISIBLE_DEVICES=all \

@@ -7,7 +7,8 @@
 #
 # TensorFlow 2.21 with its CUDA 12 / cuDNN 9 libraries comes from uv.lock (the `gpu` group:
 # `tensorflow[and-cuda]`, TensorFlow's own documented GPU install), installed by the
-# Makefile's own line (`uv sync --frozen`, same uv, same Python) minus the dev group. So the
+# Makefile's own line (`uv sync --frozen --no-default-groups`: no Airflow, no test tools; same
+# uv, same Python). So the
 # image trains with exactly the TensorFlow, Keras and numpy that `make test` tested; the host
 # needs only the NVIDIA driver and the NVIDIA Container Toolkit. (A tensorflow/tensorflow
 # -gpu base would bring a second, unlocked TensorFlow and CUDA next to the locked ones.)
@@ -35,7 +36,7 @@ WORKDIR /opt/project
 # Dependencies first (rebuilt only when the lock changes), then the code.
 COPY --chown=trainer:0 pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/home/trainer/.cache/uv,uid=50000,gid=0 \
-    /opt/tools/bin/uv sync --frozen --python python3.11 --no-dev --group gpu \
+    /opt/tools/bin/uv sync --frozen --python python3.11 --inexact --no-default-groups --group gpu \
         --no-install-project
 
 COPY --chown=trainer:0 tasks/ tasks/
@@ -47,7 +48,7 @@ RUN mkdir -p .dvc/cache
 COPY --chown=trainer:0 .dvc/config .dvc/config
 COPY --chown=trainer:0 --chmod=0755 docker/entrypoint.sh docker/
 RUN --mount=type=cache,target=/home/trainer/.cache/uv,uid=50000,gid=0 \
-    /opt/tools/bin/uv sync --frozen --python python3.11 --no-dev --group gpu
+    /opt/tools/bin/uv sync --frozen --python python3.11 --inexact --no-default-groups --group gpu
 
 ENV VIRTUAL_ENV=/opt/project/.venv \
     PATH=/opt/project/.venv/bin:$PATH \

@@ -18,9 +18,14 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 DOCKERFILES = {"airflow": DOCKER / "airflow.Dockerfile", "trainer": DOCKER / "trainer.Dockerfile"}
 # Flags an image may add to the Makefile's `uv sync` line, and why:
-# --no-dev (no test tools in an image), --group (the image's extras, from the same lock),
+# --group (the image's extras, from the same lock),
 # --no-install-project (the cached dependencies-only layer before the code is copied).
-IMAGE_ONLY_FLAGS = {"--no-dev", "--group", "--no-install-project"}
+IMAGE_ONLY_FLAGS = {"--group", "--no-install-project"}
+# what each image is for: the groups it must install, and those it must not
+IMAGE_GROUPS = {
+    "airflow": ({"deploy"}, {"dev"}),
+    "trainer": ({"gpu"}, {"dev", "airflow", "deploy"}),
+}
 VAR = re.compile(r"(?<!\$)\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 
@@ -126,7 +131,10 @@ def test_image_installs_with_the_makefiles_uv_sync_line(name: str) -> None:
                     assert argv[argv.index(flag) + 1] == make_flags[k + 1], (name, flag)
         extra = {a for a in argv if a.startswith("--")} - set(make_flags)
         assert extra <= IMAGE_ONLY_FLAGS, f"{name}: flags the Makefile does not use: {extra}"
-        assert "--no-dev" in argv, f"{name}: test tools must stay out of the image"
+        groups = {argv[k + 1] for k, a in enumerate(argv) if a == "--group"}
+        wanted, unwanted = IMAGE_GROUPS[name]
+        assert "--no-default-groups" in argv, f"{name}: test tools must stay out of the image"
+        assert wanted <= groups and not groups & unwanted, f"{name}: installs groups {groups}"
     assert any("--no-install-project" not in a for a in syncs), f"{name}: project never installed"
     # The same uv, bootstrapped the same way, and never a downloaded Python.
     uv = arg_defaults(instructions)["UV_VERSION"]
