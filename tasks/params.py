@@ -58,6 +58,10 @@ def check(ok: bool, key: str, message: str) -> None:
         raise PydanticCustomError("params", message, {"key": key})
 
 
+# Strict scalars: YAML `true` is not an integer, `"5"` not a number (an int is a float).
+Int, Float, Str, Bool = StrictInt, StrictFloat, StrictStr, StrictBool
+
+
 def _is_run_id(s: str) -> bool:
     return bool(s) and all(c.isalnum() or c in "._-+" for c in s) and not s.startswith(".")
 
@@ -70,16 +74,16 @@ class DataParams:
     source: Literal["digits", "cifar10", "cifar100", "imagewoof", "folder"] = Field(
         description="dataset: digits (embedded, no network), cifar10, cifar100, imagewoof, folder"
     )
-    url: StrictStr | None = Field(description="archive URL override (a mirror); null = official")
-    md5: StrictStr | None = Field(description="md5 of the archive at `url`; null = official")
-    path: StrictStr | None = Field(description="folder source: local folder or s3://bucket/prefix")
-    s3_endpoint_url: StrictStr | None = Field(description="S3-compatible endpoint; null = AWS")
-    cache_dir: StrictStr = Field(description="downloaded archives, reused while their md5 matches")
-    raw_dir: StrictStr = Field(description="fetch output (DVC out)")
-    prepared_dir: StrictStr = Field(description="prepare output (DVC out)")
-    download_retries: StrictInt = Field(ge=1, description="attempts per download, >= 1")
-    download_timeout: StrictFloat = Field(gt=0, description="seconds without a byte, > 0")
-    download_backoff: StrictFloat = Field(ge=0, description="seconds before the 2nd attempt")
+    url: Str | None = Field(description="archive URL override (a mirror); null = official")
+    md5: Str | None = Field(description="md5 of the archive at `url`; null = official")
+    path: Str | None = Field(description="folder source: local folder or s3://bucket/prefix")
+    s3_endpoint_url: Str | None = Field(description="S3-compatible endpoint; null = AWS")
+    cache_dir: Str = Field(description="downloaded archives, reused while their md5 matches")
+    raw_dir: Str = Field(description="fetch output (DVC out)")
+    prepared_dir: Str = Field(description="prepare output (DVC out)")
+    download_retries: Int = Field(ge=1, description="attempts per download, >= 1")
+    download_timeout: Float = Field(gt=0, description="seconds without a byte, > 0")
+    download_backoff: Float = Field(ge=0, description="seconds before the 2nd attempt")
 
     @model_validator(mode="after")
     def _rules(self) -> DataParams:
@@ -101,26 +105,26 @@ class DataParams:
 
 @dataclass(frozen=True, config=SECTION)
 class PrepareParams:
-    image_size: StrictInt | None = Field(
+    image_size: Int | None = Field(
         ge=8, le=1024, description="output side in px, 8..1024; null = native (CIFAR 32, digits 8)"
     )
     resize: Literal["squash", "crop", "pad"] = Field(
         description="how a non-square image becomes square"
     )
-    include: tuple[StrictStr, ...] = Field(description="class names to keep; empty = all")
-    exclude: tuple[StrictStr, ...] = Field(description="class names to drop, e.g. [ship]")
-    max_per_class: StrictInt | None = Field(
+    include: tuple[Str, ...] = Field(description="class names to keep; empty = all")
+    exclude: tuple[Str, ...] = Field(description="class names to drop, e.g. [ship]")
+    max_per_class: Int | None = Field(
         ge=1, description="cap per class in each official split; null = no cap"
     )
-    fraction: StrictFloat | None = Field(
+    fraction: Float | None = Field(
         gt=0, le=1, description="share of each class kept in each split, (0, 1]; null = all"
     )
-    val_fraction: StrictFloat = Field(ge=0, lt=1, description="validation share of train, [0, 1)")
-    test_fraction: StrictFloat = Field(
+    val_fraction: Float = Field(ge=0, lt=1, description="validation share of train, [0, 1)")
+    test_fraction: Float = Field(
         gt=0, lt=1, description="test share, (0, 1); only for sources without a test split"
     )
-    seed: StrictInt = Field(description="one seed for subsampling and splitting")
-    workers: StrictInt = Field(ge=0, description="image decoding threads; 0 = one per core")
+    seed: Int = Field(description="one seed for subsampling and splitting")
+    workers: Int = Field(ge=0, description="image decoding threads; 0 = one per core")
 
     @model_validator(mode="after")
     def _rules(self) -> PrepareParams:
@@ -139,23 +143,23 @@ Split = Literal["train", "val", "test"]
 
 @dataclass(frozen=True, config=SECTION)
 class ValidateParams:
-    expectations_dir: StrictStr = Field(description="every *.json suite in it is run")
-    out_dir: StrictStr = Field(description="summary.json, index.html, results.json + docs/ (GX)")
-    min_per_class: StrictInt = Field(ge=1, description="images of every class in every split")
-    min_class_ratio: StrictFloat = Field(
+    expectations_dir: Str = Field(description="every *.json suite in it is run")
+    out_dir: Str = Field(description="summary.json, index.html, results.json + docs/ (GX)")
+    min_per_class: Int = Field(ge=1, description="images of every class in every split")
+    min_class_ratio: Float = Field(
         ge=0, le=1, description="smallest class / largest class in every split, [0, 1]"
     )
-    max_quarantine_share: StrictFloat = Field(
+    max_quarantine_share: Float = Field(
         ge=0, le=1, description="unreadable files / all files in every split, [0, 1]"
     )
-    min_pixel_range: StrictInt = Field(
+    min_pixel_range: Int = Field(
         ge=0, le=255, description="max - min pixel value below which an image is constant"
     )
     splits: tuple[Split, ...] = Field(description="splits that must exist and hold images")
-    severity: dict[StrictStr, Literal["error", "warning"]] = Field(
+    severity: dict[Str, Literal["error", "warning"]] = Field(
         description="per expectation: error (stops the run) or warning (reported)"
     )
-    examples: StrictInt = Field(ge=1, le=100, description="failing rows shown per check, 1..100")
+    examples: Int = Field(ge=1, le=100, description="failing rows shown per check, 1..100")
 
     @model_validator(mode="after")
     def _rules(self) -> ValidateParams:
@@ -199,30 +203,30 @@ Unfreeze = Annotated[
         }
     ),
 ]
-Fraction01 = Annotated[StrictFloat, Field(ge=0, lt=1)]
+Fraction01 = Annotated[Float, Field(ge=0, lt=1)]
 
 
 @dataclass(frozen=True, config=SECTION)
 class BackboneParams:
-    weights: StrictStr = Field(
+    weights: Str = Field(
         description="source (trained here without `holdout`) | imagenet | none | a weights "
         "file path or s3:// URI"
     )
-    holdout: tuple[StrictStr, ...] = Field(
+    holdout: tuple[Str, ...] = Field(
         description="source: classes the source model never sees (the 'ship' role)"
     )
-    out_dir: StrictStr = Field(description="backbone.weights.h5, backbone.json (+ model.keras)")
-    epochs: StrictInt = Field(ge=1, description="source model: epochs at most")
-    learning_rate: StrictFloat = Field(gt=0, lt=1, description="source model (Adam), (0, 1)")
-    batch_size: StrictInt = Field(ge=1, description="source model: images per step")
-    patience: StrictInt = Field(ge=1, description="source model: early stopping on val loss")
-    bn_momentum: StrictFloat = Field(
+    out_dir: Str = Field(description="backbone.weights.h5, backbone.json (+ model.keras)")
+    epochs: Int = Field(ge=1, description="source model: epochs at most")
+    learning_rate: Float = Field(gt=0, lt=1, description="source model (Adam), (0, 1)")
+    batch_size: Int = Field(ge=1, description="source model: images per step")
+    patience: Int = Field(ge=1, description="source model: early stopping on val loss")
+    bn_momentum: Float = Field(
         gt=0, lt=1, description="source model's BatchNorm momentum, (0, 1); 0.99 lags on small sets"
     )
-    min_val_accuracy: StrictFloat = Field(
+    min_val_accuracy: Float = Field(
         ge=0, le=1, description="fail the stage when the source model validates below this"
     )
-    target_val_accuracy: StrictFloat | None = Field(
+    target_val_accuracy: Float | None = Field(
         gt=0, le=1, description="source model: stop at the first epoch this good; null = all"
     )
 
@@ -239,7 +243,7 @@ class BackboneParams:
 
 @dataclass(frozen=True, config=SECTION)
 class AugmentParams:
-    enabled: StrictBool = Field(description="Keras random layers in the model, training only")
+    enabled: Bool = Field(description="Keras random layers in the model, training only")
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = Field(
         description="random flips (not for digits)"
     )
@@ -254,8 +258,8 @@ class AugmentParams:
 
 @dataclass(frozen=True, config=SECTION)
 class FineTuneParams:
-    learning_rate: StrictFloat = Field(gt=0, lt=1, description="phase 2, (0, 1): small")
-    epochs: StrictInt = Field(ge=0, description="phase 2 epochs at most")
+    learning_rate: Float = Field(gt=0, lt=1, description="phase 2, (0, 1): small")
+    epochs: Int = Field(ge=0, description="phase 2 epochs at most")
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -263,7 +267,7 @@ class SweepParams:
     unfreeze: tuple[Unfreeze, ...] = Field(
         min_length=1, description="`dvc repro sweep`: one fine_tune per top-N layer count"
     )
-    augment: tuple[StrictBool, ...] = Field(
+    augment: tuple[Bool, ...] = Field(
         min_length=1, description="each N without (false) and with (true) augmentation"
     )
 
@@ -273,35 +277,35 @@ class TrainParams:
     strategy: Literal["feature_extraction", "fine_tune", "sweep"] = Field(
         description="dvc.yaml sets it per stage"
     )
-    image_size: StrictInt = Field(
+    image_size: Int = Field(
         ge=32, le=1024, description="side the backbone sees (resized in the model), 32..1024 px"
     )
-    units: tuple[Annotated[StrictInt, Field(ge=1)], ...] = Field(
+    units: tuple[Annotated[Int, Field(ge=1)], ...] = Field(
         description="hidden Dense layers of the head; [] = softmax only"
     )
-    activation: StrictStr = Field(description="of the hidden Dense layers")
+    activation: Str = Field(description="of the hidden Dense layers")
     dropout: Fraction01 = Field(description="before each Dense of the head, [0, 1)")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field(
         description="phase 1 and 2 optimizer (sgd: momentum 0.9)"
     )
-    learning_rate: StrictFloat = Field(gt=0, lt=1, description="phase 1 (head), (0, 1)")
-    batch_size: StrictInt = Field(ge=1, description="global batch (split across GPUs)")
-    epochs: StrictInt = Field(ge=1, description="phase 1 epochs at most")
+    learning_rate: Float = Field(gt=0, lt=1, description="phase 1 (head), (0, 1)")
+    batch_size: Int = Field(ge=1, description="global batch (split across GPUs)")
+    epochs: Int = Field(ge=1, description="phase 1 epochs at most")
     label_smoothing: Fraction01 = Field(description="label smoothing of the loss, [0, 1)")
-    patience: StrictInt = Field(ge=1, description="early stopping on val loss, in epochs")
-    reduce_lr_patience: StrictInt = Field(ge=1, description="epochs before lr *= factor")
-    reduce_lr_factor: StrictFloat = Field(gt=0, lt=1, description="lr factor on a plateau")
-    min_lr: StrictFloat = Field(ge=0, description="lr floor, below learning_rate")
+    patience: Int = Field(ge=1, description="early stopping on val loss, in epochs")
+    reduce_lr_patience: Int = Field(ge=1, description="epochs before lr *= factor")
+    reduce_lr_factor: Float = Field(gt=0, lt=1, description="lr factor on a plateau")
+    min_lr: Float = Field(ge=0, description="lr floor, below learning_rate")
     unfreeze: Unfreeze = Field(
         description="phase 2: top N layers (0..175), a stage (conv1..conv5) and above, or all"
     )
     fine_tune: FineTuneParams = Field(description="phase 2 (unfrozen layers)")
     augment: AugmentParams = Field(description="random augmentation inside the model")
     sweep: SweepParams = Field(description="the unfreezing sweep")
-    features_dir: StrictStr = Field(description="cached embeddings (features stage)")
-    models_dir: StrictStr = Field(description="<strategy>/ and sweep/unfreeze-N-aug-X/ inside")
-    checkpoint_dir: StrictStr = Field(description="resume state, removed on success")
-    seed: StrictInt = Field(description="weights init, shuffling, dropout, augmentation")
+    features_dir: Str = Field(description="cached embeddings (features stage)")
+    models_dir: Str = Field(description="<strategy>/ and sweep/unfreeze-N-aug-X/ inside")
+    checkpoint_dir: Str = Field(description="resume state, removed on success")
+    seed: Int = Field(description="weights init, shuffling, dropout, augmentation")
     mixed_precision: Literal["auto", "off", "mixed_float16", "mixed_bfloat16"] = Field(
         description="auto: bf16 on Ampere+, fp16 on Volta/Turing, off on CPU"
     )
@@ -318,45 +322,45 @@ class TrainParams:
 
 # --- sections: evaluate, visualize ----------------------------------------------------------
 
-Count = Annotated[StrictInt, Field(ge=1, le=256)]
+Count = Annotated[Int, Field(ge=1, le=256)]
 
 
 @dataclass(frozen=True, config=SECTION)
 class EvaluateParams:
-    models: tuple[StrictStr, ...] = Field(
+    models: tuple[Str, ...] = Field(
         min_length=1, description="folders in train.models_dir to score; globs allowed"
     )
     split: Literal["test", "val"] = Field(description="held-out split the metrics are measured on")
-    out_dir: StrictStr = Field(description="metrics.json (DVC metrics) + per-model plot data")
-    batch_size: StrictInt = Field(ge=1, description="images per predict() call")
-    top_k: StrictInt = Field(ge=2, description="top-k accuracy, when there are more classes")
-    confused_pairs: StrictInt = Field(ge=1, description="most-confused pairs in the table")
+    out_dir: Str = Field(description="metrics.json (DVC metrics) + per-model plot data")
+    batch_size: Int = Field(ge=1, description="images per predict() call")
+    top_k: Int = Field(ge=2, description="top-k accuracy, when there are more classes")
+    confused_pairs: Int = Field(ge=1, description="most-confused pairs in the table")
 
 
 @dataclass(frozen=True, config=SECTION)
 class VisualizeParams:
-    models: tuple[StrictStr, ...] = Field(description="in train.models_dir, drawn one by one")
-    source_model: StrictBool = Field(description="also draw the source classifier if present")
-    out_dir: StrictStr = Field(description="one PNG per figure")
-    report: StrictStr = Field(description="self-contained HTML report (figures embedded)")
-    validation_summary: StrictStr = Field(description="validation summary shown if present")
-    seed: StrictInt = Field(description="which samples and images are drawn")
-    dpi: StrictInt = Field(ge=30, description="PNG resolution, >= 30")
+    models: tuple[Str, ...] = Field(description="in train.models_dir, drawn one by one")
+    source_model: Bool = Field(description="also draw the source classifier if present")
+    out_dir: Str = Field(description="one PNG per figure")
+    report: Str = Field(description="self-contained HTML report (figures embedded)")
+    validation_summary: Str = Field(description="validation summary shown if present")
+    seed: Int = Field(description="which samples and images are drawn")
+    dpi: Int = Field(ge=30, description="PNG resolution, >= 30")
     samples_per_class: Count = Field(description="EDA grid columns, 1..256")
-    image_index: StrictInt = Field(ge=0, description="test image for activations")
-    activation_layers: tuple[StrictStr, ...] = Field(
+    image_index: Int = Field(ge=0, description="test image for activations")
+    activation_layers: tuple[Str, ...] = Field(
         min_length=1, description="layers whose feature maps are drawn"
     )
     activation_channels: Count = Field(description="feature maps per layer and model, 1..256")
-    first_conv_layer: StrictStr = Field(description="its kernels are drawn as RGB tiles")
-    filter_layers: tuple[StrictStr, ...] = Field(description="gradient-ascent pattern layers")
-    filter_indices: tuple[Annotated[StrictInt, Field(ge=0)], ...] = Field(
+    first_conv_layer: Str = Field(description="its kernels are drawn as RGB tiles")
+    filter_layers: tuple[Str, ...] = Field(description="gradient-ascent pattern layers")
+    filter_indices: tuple[Annotated[Int, Field(ge=0)], ...] = Field(
         description="channels drawn of each filter layer"
     )
     ascent_steps: Count = Field(description="gradient-ascent iterations per filter, 1..256")
-    ascent_lr: StrictFloat = Field(gt=0, description="RMS change per pixel and step")
-    gradcam_layer: StrictStr = Field(description="a layer name, or auto: the deepest block output")
-    gradcam_min_side: StrictInt = Field(ge=1, description="auto: at least this many px wide")
+    ascent_lr: Float = Field(gt=0, description="RMS change per pixel and step")
+    gradcam_layer: Str = Field(description="a layer name, or auto: the deepest block output")
+    gradcam_min_side: Int = Field(ge=1, description="auto: at least this many px wide")
     gradcam_images: Count = Field(description="test images overlaid, half correct, half wrong")
     misclassified: Count = Field(description="most confidently wrong test images, 1..256")
     pairs_shown: Count = Field(description="most-confused class pairs drawn, 1..256")
@@ -368,29 +372,29 @@ class VisualizeParams:
 
 @dataclass(frozen=True, config=SECTION)
 class PublishParams:
-    destination: StrictStr = Field(
+    destination: Str = Field(
         description="local folder | file:///path | s3://bucket/prefix (runs/ + champion.json)"
     )
-    endpoint_url: StrictStr | None = Field(description="S3-compatible endpoint; null = AWS")
-    profile: StrictStr | None = Field(description="AWS profile; null = env / default chain")
-    run_id: StrictStr | None = Field(description="null = UTC time + short git commit")
-    artifacts: tuple[StrictStr, ...] = Field(
+    endpoint_url: Str | None = Field(description="S3-compatible endpoint; null = AWS")
+    profile: Str | None = Field(description="AWS profile; null = env / default chain")
+    run_id: Str | None = Field(description="null = UTC time + short git commit")
+    artifacts: tuple[Str, ...] = Field(
         min_length=1, description="files/folders uploaded under runs/<run_id>/"
     )
-    model: StrictStr = Field(description="the model the champion gate scores (in artifacts)")
+    model: Str = Field(description="the model the champion gate scores (in artifacts)")
     metric: Literal["accuracy", "f1_macro", "recall_macro"] = Field(
         description="the champion gate's metric, on the test split"
     )
     min_improvement: Fraction01 = Field(
         description="replace the champion only if better by more than this, [0, 1)"
     )
-    batch_size: StrictInt = Field(ge=1, description="images per predict() call when scoring")
-    record: StrictStr = Field(description="what was published and the gate's decision")
-    retries: StrictInt = Field(ge=1, description="attempts per S3 call")
-    backoff: StrictFloat = Field(ge=0, description="seconds before the 2nd attempt, doubling")
-    timeout: StrictFloat = Field(gt=0, description="seconds to connect/read per attempt")
-    multipart_threshold_mb: StrictInt = Field(ge=5, description="files this large go in parts")
-    multipart_chunk_mb: StrictInt = Field(description="part size in MiB (S3 minimum 5)")
+    batch_size: Int = Field(ge=1, description="images per predict() call when scoring")
+    record: Str = Field(description="what was published and the gate's decision")
+    retries: Int = Field(ge=1, description="attempts per S3 call")
+    backoff: Float = Field(ge=0, description="seconds before the 2nd attempt, doubling")
+    timeout: Float = Field(gt=0, description="seconds to connect/read per attempt")
+    multipart_threshold_mb: Int = Field(ge=5, description="files this large go in parts")
+    multipart_chunk_mb: Int = Field(description="part size in MiB (S3 minimum 5)")
 
     @model_validator(mode="after")
     def _rules(self) -> PublishParams:
@@ -419,36 +423,36 @@ class PublishParams:
 
 @dataclass(frozen=True, config=SECTION)
 class OrchestrationParams:
-    dag_id: StrictStr = Field(description="the Airflow DAG id")
-    owner: StrictStr = Field(description="the DAG's owner")
-    schedule: StrictStr | None = Field(description="cron or preset; null = new data / manual")
-    dataset_asset: StrictStr = Field(description="an update of this Asset triggers a run")
-    workspace_dir: StrictStr = Field(description="one project copy per run")
-    dvc_cache: StrictStr | None = Field(description="shared DVC cache; null = .dvc/cache")
-    keep_workspace: StrictBool = Field(description="keep a successful run's workspace")
-    failure_dir: StrictStr = Field(description="one JSON record per failed task try")
-    training_stages: tuple[StrictStr, ...] = Field(description="globs: gpu pool, long timeout")
-    gpu_pool: StrictStr = Field(description="pool of the training tasks")
-    gpu_queue: StrictStr = Field(description="Celery queue of the training tasks")
-    gpu_pool_slots: StrictInt = Field(ge=1, description="training tasks at once")
-    retries: StrictInt = Field(ge=0, description="per task; the delay doubles each time")
-    retry_delay_s: StrictFloat = Field(gt=0, description="first retry delay, seconds")
-    max_retry_delay_s: StrictFloat = Field(gt=0, description="longest retry delay, seconds")
-    train_timeout_min: StrictFloat = Field(gt=0, description="timeout of training tasks, min")
-    stage_timeout_min: StrictFloat = Field(gt=0, description="timeout of other tasks, min")
-    max_active_runs: StrictInt = Field(ge=1, description="runs at once")
-    run_params: tuple[StrictStr, ...] = Field(description="params.yaml keys in the trigger form")
-    aws_conn_id: StrictStr | None = Field(description="Airflow connection for S3; null = env")
-    dvc_push: StrictBool = Field(description="push data and models to the DVC remote")
+    dag_id: Str = Field(description="the Airflow DAG id")
+    owner: Str = Field(description="the DAG's owner")
+    schedule: Str | None = Field(description="cron or preset; null = new data / manual")
+    dataset_asset: Str = Field(description="an update of this Asset triggers a run")
+    workspace_dir: Str = Field(description="one project copy per run")
+    dvc_cache: Str | None = Field(description="shared DVC cache; null = .dvc/cache")
+    keep_workspace: Bool = Field(description="keep a successful run's workspace")
+    failure_dir: Str = Field(description="one JSON record per failed task try")
+    training_stages: tuple[Str, ...] = Field(description="globs: gpu pool, long timeout")
+    gpu_pool: Str = Field(description="pool of the training tasks")
+    gpu_queue: Str = Field(description="Celery queue of the training tasks")
+    gpu_pool_slots: Int = Field(ge=1, description="training tasks at once")
+    retries: Int = Field(ge=0, description="per task; the delay doubles each time")
+    retry_delay_s: Float = Field(gt=0, description="first retry delay, seconds")
+    max_retry_delay_s: Float = Field(gt=0, description="longest retry delay, seconds")
+    train_timeout_min: Float = Field(gt=0, description="timeout of training tasks, min")
+    stage_timeout_min: Float = Field(gt=0, description="timeout of other tasks, min")
+    max_active_runs: Int = Field(ge=1, description="runs at once")
+    run_params: tuple[Str, ...] = Field(description="params.yaml keys in the trigger form")
+    aws_conn_id: Str | None = Field(description="Airflow connection for S3; null = env")
+    dvc_push: Bool = Field(description="push data and models to the DVC remote")
     training_executor: Literal["local", "kubernetes"] = Field(
         description="kubernetes: training stages as GPU pods"
     )
-    trainer_image: StrictStr = Field(description="image of the training pods")
-    kubernetes_namespace: StrictStr = Field(description="namespace of the training pods")
-    kubernetes_secret: StrictStr = Field(description="Secret with the AWS_* keys")
-    kubernetes_gpus: StrictInt = Field(ge=0, description="GPU limit per training pod")
-    kubernetes_gpu_resource: StrictStr = Field(description="GPU resource name")
-    kubernetes_memory: StrictStr = Field(description="memory limit per training pod")
+    trainer_image: Str = Field(description="image of the training pods")
+    kubernetes_namespace: Str = Field(description="namespace of the training pods")
+    kubernetes_secret: Str = Field(description="Secret with the AWS_* keys")
+    kubernetes_gpus: Int = Field(ge=0, description="GPU limit per training pod")
+    kubernetes_gpu_resource: Str = Field(description="GPU resource name")
+    kubernetes_memory: Str = Field(description="memory limit per training pod")
 
     @model_validator(mode="after")
     def _rules(self) -> OrchestrationParams:
@@ -488,19 +492,21 @@ PARAMS = TypeAdapter(Params)
 # --- reading: YAML 1.2 floats, dotted overrides, one-line errors ----------------------------
 
 
-class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: the DAG parses often
+# libyaml's parser when present: the DAG file reads params.yaml at every parse
+class YAML12Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """SafeLoader with YAML 1.2's float rule: `1e-4`, `3e-05`, `-2E+3` are numbers."""
 
 
 _FLOAT = "tag:yaml.org,2002:float"
-Loader.yaml_implicit_resolvers = {
+YAML12Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in rules if tag != _FLOAT]
     for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-Loader.add_implicit_resolver(  # after int, so `12` stays an int; a dot or an exponent needed
+YAML12Loader.add_implicit_resolver(  # after int, so `12` stays an int: a dot or an exponent
     _FLOAT,
     re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
         |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
         |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
         |[-+]?\.(?:inf|Inf|INF)
@@ -512,7 +518,7 @@ Loader.add_implicit_resolver(  # after int, so `12` stays an int; a dot or an ex
 
 
 def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader)
+    return yaml.load(text, Loader=YAML12Loader)  # noqa: S506 (a SafeLoader)
 
 
 def read_raw(path: str | Path) -> dict[str, Any]:
