@@ -580,9 +580,9 @@ def load_params(
         raise UserError(f"{path}: {e}") from None
 
 
-def build(cls: type, raw: Any, key: str) -> Any:
-    """Deprecated: dags/retrain.py's reader, until it calls load_params()."""
-    assert cls is Params and not key
+def build(cls: type, raw: Any, key: str = "") -> Params:
+    """Deprecated: `validate(raw)` for dags/retrain.py (`cls` is Params) until it calls
+    load_params(), which also reads YAML 1.2 floats."""
     return validate(raw)
 
 
@@ -638,7 +638,7 @@ def params_error(e: ValidationError) -> ParamsError:
         within = f" in {where}" if where else ""
         return ParamsError(key, f"unknown key; allowed keys{within}: {', '.join(names)}")
     if kind == "missing":
-        return ParamsError(key, "missing; params.yaml must set every key (see the project's)")
+        return ParamsError(key, "missing: params.yaml must set every key")
     if kind in _RANGE:
         integer = not isinstance(next(iter(ctx.values())), float)
         shown = value if integer else float(value)
