@@ -14,8 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from benchmarks._util import ROOT, run_measured, table
 
 
@@ -25,11 +23,11 @@ def _stand_in_model(root: Path, prepared: Path) -> float:
 
     from tasks.dataset import open_prepared
     from tasks.model import build_model
-    from tasks.params import TrainParams
+    from tasks.params import section
 
     p = open_prepared(prepared)
     model = build_model(
-        num_classes=len(p.classes), input_size=p.image_size, image_size=TrainParams().image_size
+        num_classes=len(p.classes), input_size=p.image_size, image_size=section("train").image_size
     )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
@@ -72,6 +70,8 @@ def _pipeline_training_seconds() -> float | None:
 
 
 def main() -> None:
+    from tests.helpers import params_yaml
+
     prepared = ROOT / "data/prepared"
     if not (prepared / "dataset.json").is_file():
         print("data/prepared missing: run `dvc repro prepare` first")
@@ -80,7 +80,7 @@ def main() -> None:
         tmp = Path(tmp)
         epoch = _stand_in_model(tmp, prepared)
         (tmp / "params.yaml").write_text(
-            yaml.safe_dump(
+            params_yaml(
                 {
                     "data": {"prepared_dir": str(prepared)},
                     "evaluate": {"models": ["fine_tune"]},

@@ -13,8 +13,6 @@ import tempfile
 import threading
 from pathlib import Path
 
-import yaml
-
 from benchmarks._util import run_measured, table
 from tasks.common import file_digest
 
@@ -27,7 +25,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 def main() -> None:
-    from tests.helpers import cifar_archive
+    from tests.helpers import cifar_archive, params_yaml
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -43,7 +41,7 @@ def main() -> None:
             for size in (None, 64):
                 params = tmp / f"params-{size}.yaml"
                 params.write_text(
-                    yaml.safe_dump(
+                    params_yaml(
                         {
                             "data": {
                                 "source": "cifar10",

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from benchmarks._util import ROOT, table
 
@@ -67,7 +66,7 @@ def measured(args: list[str], env: dict | None = None) -> tuple[float, float, fl
 
 
 def main() -> None:
-    from tests.helpers import write_prepared
+    from tests.helpers import params_yaml, write_prepared
 
     env = {"GX_ANALYTICS_ENABLED": "False"}
     wall, cpu, rss = measured(["-c", "import great_expectations"], env)
@@ -93,7 +92,7 @@ def main() -> None:
             lenient = {"leakage_across_splits": "warning", "not_constant": "warning"}
             params = tmp / f"params-{name}.yaml"
             params.write_text(
-                yaml.safe_dump(
+                params_yaml(
                     {
                         "data": {"prepared_dir": str(prepared)},
                         "validate": {

@@ -1,32 +1,47 @@
-"""Typed, frozen view of params.yaml.
+"""Typed, frozen view of params.yaml: one pydantic model, one loader, one error format.
 
-`load_params()` is the only reader of params.yaml. Every section is a frozen dataclass; an
-unknown key, a wrong type or an out-of-range value fails before any work with one message
-that names the key and what is allowed, e.g.
+params.yaml holds every value (DVC tracks it; its comments explain each key). The sections
+below declare only types, ranges and a short description per key, never a default: a key
+missing from params.yaml is an error. A bad value fails before any work with one line that
+names the key and what is allowed, e.g.
 
-    params.yaml: prepare.fraction = -0.5: must be in (0, 1]
+    params.yaml: prepare.fraction: -0.5 is out of range: must be null or in (0, 1]
 
-Each section's defaults live here, commented once; params.yaml repeats them so a user sees
-every knob in one file.
+Values are read with YAML 1.2's float rule, so `1e-4` and `3e-05` are numbers (PyYAML's
+YAML 1.1 rule reads them as strings).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
-import types
-from dataclasses import dataclass, field
+import re
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import (
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from tasks.common import UserError
 
 DEFAULT_PARAMS = Path("params.yaml")
-
-Source = Literal["digits", "cifar10", "cifar100", "imagewoof", "folder"]
-SOURCES: tuple[str, ...] = get_args(Source)
+PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # section()'s values
+SECTION = ConfigDict(extra="forbid")  # + frozen=True on each: a typo is an error, not a no-op
 
 
 class ParamsError(UserError):
@@ -38,406 +53,351 @@ class ParamsError(UserError):
 
 
 def check(ok: bool, key: str, message: str) -> None:
-    """Raise a ParamsError for `key` unless `ok`; used by the sections' `__post_init__`."""
+    """Fail validation for `key` (relative to the section) unless `ok`; for cross-key rules."""
     if not ok:
-        raise ParamsError(key, message)
+        raise PydanticCustomError("params", message, {"key": key})
+
+
+# Strict scalars: YAML `true` is not an integer, `"5"` not a number (an int is a float).
+Int, Float, Str, Bool = StrictInt, StrictFloat, StrictStr, StrictBool
+
+
+def _is_run_id(s: str) -> bool:
+    return bool(s) and all(c.isalnum() or c in "._-+" for c in s) and not s.startswith(".")
 
 
 # --- section: data (where a dataset comes from) -------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class DataParams:
-    source: Source = "digits"  # digits is embedded (scikit-learn), needs no network
-    url: str | None = None  # archive URL override (a mirror); None = the official URL
-    md5: str | None = None  # expected archive md5 when `url` is a mirror; None = official
-    path: str | None = None  # `folder` source: local folder or s3://bucket/prefix
-    s3_endpoint_url: str | None = None  # S3-compatible endpoint (MinIO); None = AWS
-    cache_dir: str = "data/downloads"  # downloaded archives, reused while their md5 matches
-    raw_dir: str = "data/raw"  # fetch output (DVC out)
-    prepared_dir: str = "data/prepared"  # prepare output (DVC out)
-    download_retries: int = 5  # attempts per download, exponential backoff between them
-    download_timeout: float = 60.0  # seconds without a byte before a download attempt fails
-    download_backoff: float = 1.0  # seconds before the 2nd attempt, doubling after each failure
+    source: Literal["digits", "cifar10", "cifar100", "imagewoof", "folder"] = Field(
+        description="dataset: digits (embedded, no network), cifar10, cifar100, imagewoof, folder"
+    )
+    url: Str | None = Field(description="archive URL override (a mirror); null = official")
+    md5: Str | None = Field(description="md5 of the archive at `url`; null = official")
+    path: Str | None = Field(description="folder source: local folder or s3://bucket/prefix")
+    s3_endpoint_url: Str | None = Field(description="S3-compatible endpoint; null = AWS")
+    cache_dir: Str = Field(description="downloaded archives, reused while their md5 matches")
+    raw_dir: Str = Field(description="fetch output (DVC out)")
+    prepared_dir: Str = Field(description="prepare output (DVC out)")
+    download_retries: Int = Field(ge=1, description="attempts per download, >= 1")
+    download_timeout: Float = Field(gt=0, description="seconds without a byte, > 0")
+    download_backoff: Float = Field(ge=0, description="seconds before the 2nd attempt")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _rules(self) -> DataParams:
         check(
             self.source != "folder" or bool(self.path),
             "path",
             "the folder source needs data.path (a local folder or s3://bucket/prefix)",
         )
         check(
-            self.md5 is None or (len(self.md5) == 32 and _is_hex(self.md5)),
+            self.md5 is None or re.fullmatch(r"[0-9a-fA-F]{32}", self.md5) is not None,
             "md5",
             f"{self.md5!r} is not a 32-digit hex md5",
         )
-        check(self.download_retries >= 1, "download_retries", "must be >= 1")
-        check(self.download_timeout > 0, "download_timeout", "must be > 0")
-        check(self.download_backoff >= 0, "download_backoff", "must be >= 0")
+        return self
 
 
 # --- section: prepare (decode, filter, subsample, split) -----------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class PrepareParams:
-    image_size: int | None = 32  # output side in px; None = native (CIFAR 32, digits 8)
-    resize: Literal["squash", "crop", "pad"] = "squash"  # how a non-square image fits the square
-    include: tuple[str, ...] = ()  # class names to keep; empty = all
-    exclude: tuple[str, ...] = ()  # class names to drop (e.g. hold out "ship")
-    max_per_class: int | None = None  # cap per class in each official split; None = no cap
-    fraction: float | None = None  # keep this share of each class in each split; None = all
-    val_fraction: float = 0.1  # validation split carved from train, stratified
-    test_fraction: float = 0.2  # test split carved for sources without an official one
-    seed: int = 42  # one seed for subsampling and splitting
-    workers: int = 0  # image decoding threads; 0 = one per core
+    image_size: Int | None = Field(
+        ge=8, le=1024, description="output side in px, 8..1024; null = native (CIFAR 32, digits 8)"
+    )
+    resize: Literal["squash", "crop", "pad"] = Field(
+        description="how a non-square image becomes square"
+    )
+    include: tuple[Str, ...] = Field(description="class names to keep; empty = all")
+    exclude: tuple[Str, ...] = Field(description="class names to drop, e.g. [ship]")
+    max_per_class: Int | None = Field(
+        ge=1, description="cap per class in each official split; null = no cap"
+    )
+    fraction: Float | None = Field(
+        gt=0, le=1, description="share of each class kept in each split, (0, 1]; null = all"
+    )
+    val_fraction: Float = Field(ge=0, lt=1, description="validation share of train, [0, 1)")
+    test_fraction: Float = Field(
+        gt=0, lt=1, description="test share, (0, 1); only for sources without a test split"
+    )
+    seed: Int = Field(description="one seed for subsampling and splitting")
+    workers: Int = Field(ge=0, description="image decoding threads; 0 = one per core")
 
-    def __post_init__(self) -> None:
-        check(
-            self.image_size is None or 8 <= self.image_size <= 1024,
-            "image_size",
-            f"{self.image_size} is out of range: must be null or 8..1024",
-        )
-        check(
-            self.max_per_class is None or self.max_per_class >= 1,
-            "max_per_class",
-            f"{self.max_per_class} is out of range: must be null or >= 1",
-        )
-        check(
-            self.fraction is None or 0 < self.fraction <= 1,
-            "fraction",
-            f"{self.fraction} is out of range: must be null or in (0, 1]",
-        )
-        check(
-            0 <= self.val_fraction < 1,
-            "val_fraction",
-            f"{self.val_fraction} is out of range: must be in [0, 1)",
-        )
-        check(
-            0 < self.test_fraction < 1,
-            "test_fraction",
-            f"{self.test_fraction} is out of range: must be in (0, 1)",
-        )
-        check(self.workers >= 0, "workers", "must be >= 0")
+    @model_validator(mode="after")
+    def _rules(self) -> PrepareParams:
         check(not (self.include and self.exclude), "include", "give include or exclude, not both")
         both = set(self.include) & set(self.exclude)
         check(not both, "exclude", f"{sorted(both)} also in include")
+        return self
 
 
-# --- sections filled in by later stages -----------------------------------------------------
-# Each later stage owns one dataclass below; keep their shape (frozen, defaults commented,
-# ranges checked in __post_init__ with `check`).
+# --- section: validate (tasks/validate.py) --------------------------------------------------
+# What is checked lives in the suites (expectations/*.json); how strict lives here: a suite
+# names these keys as {"$PARAMETER": "<key>"}, filled in at run time.
+
+Split = Literal["train", "val", "test"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class ValidateParams:
-    # What is checked lives in the suites (expectations/*.json, reviewed in diffs); how strict
-    # lives here: a suite names these keys as {"$PARAMETER": "<key>"} and they are filled in
-    # at run time, so one suite serves every dataset. A literal in a suite is a fixed rule.
-    expectations_dir: str = "expectations"  # every *.json suite in it is run
-    out_dir: str = "reports/validation"  # summary.json, index.html, results.json + docs/ (GX)
-    min_per_class: int = 10  # images of every class in every split
-    min_class_ratio: float = 0.5  # smallest class / largest class, in every split
-    max_quarantine_share: float = 0.01  # unreadable files / all files, in every split
-    min_pixel_range: int = 1  # max - min pixel value; below it an image is constant (all black)
-    splits: tuple[Literal["train", "val", "test"], ...] = ("train", "val", "test")  # must exist
-    # expectation name -> error (stops the run) | warning (reported); overrides the suite's
-    severity: dict[str, str] = field(default_factory=dict)
-    examples: int = 5  # failing rows shown per check; hash checks: images + every copy
+    expectations_dir: Str = Field(description="every *.json suite in it is run")
+    out_dir: Str = Field(description="summary.json, index.html, results.json + docs/ (GX)")
+    min_per_class: Int = Field(ge=1, description="images of every class in every split")
+    min_class_ratio: Float = Field(
+        ge=0, le=1, description="smallest class / largest class in every split, [0, 1]"
+    )
+    max_quarantine_share: Float = Field(
+        ge=0, le=1, description="unreadable files / all files in every split, [0, 1]"
+    )
+    min_pixel_range: Int = Field(
+        ge=0, le=255, description="max - min pixel value below which an image is constant"
+    )
+    splits: tuple[Split, ...] = Field(description="splits that must exist and hold images")
+    severity: dict[Str, Literal["error", "warning"]] = Field(
+        description="per expectation: error (stops the run) or warning (reported)"
+    )
+    examples: Int = Field(ge=1, le=100, description="failing rows shown per check, 1..100")
 
-    def __post_init__(self) -> None:
-        check(self.min_per_class >= 1, "min_per_class", f"{self.min_per_class}: must be >= 1")
-        check(
-            0 <= self.min_class_ratio <= 1,
-            "min_class_ratio",
-            f"{self.min_class_ratio} is out of range: must be in [0, 1]",
-        )
-        check(
-            0 <= self.max_quarantine_share <= 1,
-            "max_quarantine_share",
-            f"{self.max_quarantine_share} is out of range: must be in [0, 1]",
-        )
-        check(
-            0 <= self.min_pixel_range <= 255,
-            "min_pixel_range",
-            f"{self.min_pixel_range} is out of range: must be 0..255",
-        )
+    @model_validator(mode="after")
+    def _rules(self) -> ValidateParams:
         check(len(set(self.splits)) == len(self.splits), "splits", "lists a split twice")
-        for name, level in self.severity.items():
-            check(
-                level in ("error", "warning"),
-                f"severity.{name}",
-                f"{level!r} is not allowed; allowed values: error, warning",
-            )
-        check(1 <= self.examples <= 100, "examples", f"{self.examples}: must be 1..100")
+        return self
 
 
 # --- sections: backbone and train (tasks/backbone.py, tasks/features.py, tasks/train.py) ---
 
 RESNET50_LAYERS = 175  # layers of the ResNet-50 base below its input (include_top=False, avg)
 RESNET50_STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
-Unfreeze = int | str  # a top-layer count, a stage name from RESNET50_STAGES, or "all"
 
 
-def _check_unfreeze(value: Unfreeze, key: str) -> None:
-    if isinstance(value, int):
-        check(
-            0 <= value <= RESNET50_LAYERS,
-            key,
-            f"{value} is out of range: ResNet-50 has "
-            f"{RESNET50_LAYERS} layers; give 0..{RESNET50_LAYERS}, a stage name or all",
-        )
-    else:
-        check(
-            value == "all" or value in RESNET50_STAGES,
-            key,
-            f"{value!r} is not a layer count, a stage name ({', '.join(RESNET50_STAGES)}) or all",
-        )
+def _unfreeze(value: Any) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= RESNET50_LAYERS:
+            raise PydanticCustomError(
+                "params",
+                f"{value} is out of range: ResNet-50 has {RESNET50_LAYERS} layers; "
+                f"give 0..{RESNET50_LAYERS}, a stage name or all",
+            )
+        return value
+    if value == "all" or value in RESNET50_STAGES:
+        return value
+    raise PydanticCustomError(
+        "params",
+        f"{value!r} is not a layer count, a stage name ({', '.join(RESNET50_STAGES)}) or all",
+    )
 
 
-@dataclass(frozen=True)
+# a top-layer count, a stage name from RESNET50_STAGES (that stage and above), or "all"
+Unfreeze = Annotated[
+    int | str,
+    PlainValidator(_unfreeze),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": RESNET50_LAYERS},
+                {"enum": [*RESNET50_STAGES, "all"]},
+            ]
+        }
+    ),
+]
+Fraction01 = Annotated[Float, Field(ge=0, lt=1)]
+
+
+@dataclass(frozen=True, config=SECTION)
 class BackboneParams:
-    # source: train a *source* ResNet-50 on the prepared data without the `holdout` classes
-    # (the embedded default: no ImageNet here); imagenet: the Keras download/cache; none:
-    # random; or a path / s3:// URI of a ResNet-50 base weights file (.weights.h5 or .h5)
-    weights: str = "source"
-    holdout: tuple[str, ...] = ("9",)  # classes the source model never sees (the "ship" role)
-    out_dir: str = "models/backbone"  # backbone.weights.h5, backbone.json (+ model.keras)
-    epochs: int = 10  # source model: at most (10 reached 96% val on the digits)
-    learning_rate: float = 3e-4  # source model, Adam (SGD 0.05 / Adam 1e-3 did much worse)
-    batch_size: int = 32
-    patience: int = 4  # source model: early-stopping patience on val loss, in epochs
-    # source model's BatchNorm momentum: Keras' 0.99 averages over ~100 steps, so on a small
-    # set the moving statistics lag the weights for many epochs (val accuracy stuck at chance
-    # while train accuracy is 95%); 0.9 tracks them within an epoch
-    bn_momentum: float = 0.9
-    min_val_accuracy: float = 0.0  # fail the stage if the source model validates below this
-    # stop the source model once an epoch validates at or above this (null = run all
-    # `epochs`): the transfer stages need a good base, not the last point of val accuracy
-    target_val_accuracy: float | None = 0.94
+    weights: Str = Field(
+        description="source (trained here without `holdout`) | imagenet | none | a weights "
+        "file path or s3:// URI"
+    )
+    holdout: tuple[Str, ...] = Field(
+        description="source: classes the source model never sees (the 'ship' role)"
+    )
+    out_dir: Str = Field(description="backbone.weights.h5, backbone.json (+ model.keras)")
+    epochs: Int = Field(ge=1, description="source model: epochs at most")
+    learning_rate: Float = Field(gt=0, lt=1, description="source model (Adam), (0, 1)")
+    batch_size: Int = Field(ge=1, description="source model: images per step")
+    patience: Int = Field(ge=1, description="source model: early stopping on val loss")
+    bn_momentum: Float = Field(
+        gt=0, lt=1, description="source model's BatchNorm momentum, (0, 1); 0.99 lags on small sets"
+    )
+    min_val_accuracy: Float = Field(
+        ge=0, le=1, description="fail the stage when the source model validates below this"
+    )
+    target_val_accuracy: Float | None = Field(
+        gt=0, le=1, description="source model: stop at the first epoch this good; null = all"
+    )
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _rules(self) -> BackboneParams:
         check(bool(self.weights.strip()), "weights", "give source, imagenet, none or a path")
         check(
             self.weights != "source" or bool(self.holdout),
             "holdout",
             "the source model needs at least one held-out class",
         )
-        check(self.epochs >= 1, "epochs", f"{self.epochs} is out of range: must be >= 1")
-        check(
-            0 < self.learning_rate < 1,
-            "learning_rate",
-            f"{self.learning_rate} is out of range: must be in (0, 1)",
-        )
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        check(self.patience >= 1, "patience", "must be >= 1")
-        check(0 < self.bn_momentum < 1, "bn_momentum", f"{self.bn_momentum}: must be in (0, 1)")
-        check(0 <= self.min_val_accuracy <= 1, "min_val_accuracy", "must be in [0, 1]")
-        check(
-            self.target_val_accuracy is None or 0 < self.target_val_accuracy <= 1,
-            "target_val_accuracy",
-            f"{self.target_val_accuracy} is out of range: must be in (0, 1] or null",
-        )
+        return self
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class AugmentParams:
-    enabled: bool = False  # Keras random layers inside the model, active only in training
-    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
-    translate: float = 0.1  # max shift, share of the side (0 = off)
-    rotation: float = 0.05  # max rotation, share of a full turn (0 = off)
-    zoom: float = 0.1  # max zoom in/out, share of the side (0 = off)
-    contrast: float = 0.1  # max contrast change factor (0 = off)
-    fill_mode: Literal["constant", "reflect", "nearest", "wrap"] = "constant"  # uncovered px
+    enabled: Bool = Field(description="Keras random layers in the model, training only")
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = Field(
+        description="random flips (not for digits)"
+    )
+    translate: Fraction01 = Field(description="max shift, share of the side, [0, 1); 0 = off")
+    rotation: Fraction01 = Field(description="max rotation, share of a full turn, [0, 1)")
+    zoom: Fraction01 = Field(description="max zoom in/out, share of the side, [0, 1)")
+    contrast: Fraction01 = Field(description="max contrast change factor, [0, 1)")
+    fill_mode: Literal["constant", "reflect", "nearest", "wrap"] = Field(
+        description="how uncovered pixels are filled (constant = black)"
+    )
 
-    def __post_init__(self) -> None:
-        for key in ("translate", "rotation", "zoom", "contrast"):
-            v = getattr(self, key)
-            check(0 <= v < 1, key, f"{v} is out of range: must be in [0, 1)")
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class FineTuneParams:
-    learning_rate: float = 1e-5  # phase 2: small, so unfrozen layers move gently
-    epochs: int = 2  # phase 2 epochs at most (early stopping may end it sooner)
-
-    def __post_init__(self) -> None:
-        check(
-            0 < self.learning_rate < 1,
-            "learning_rate",
-            f"{self.learning_rate} is out of range: must be in (0, 1)",
-        )
-        check(self.epochs >= 0, "epochs", f"{self.epochs} is out of range: must be >= 0")
+    learning_rate: Float = Field(gt=0, lt=1, description="phase 2, (0, 1): small")
+    epochs: Int = Field(ge=0, description="phase 2 epochs at most")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class SweepParams:
-    unfreeze: tuple[Unfreeze, ...] = (1, 3, 6, 12, 15, 25)  # top-N layers, one run each
-    augment: tuple[bool, ...] = (False, True)  # each N without and with augmentation
-
-    def __post_init__(self) -> None:
-        check(bool(self.unfreeze), "unfreeze", "give at least one value")
-        for i, v in enumerate(self.unfreeze):
-            _check_unfreeze(v, f"unfreeze[{i}]")
-        check(bool(self.augment), "augment", "give at least one of false, true")
+    unfreeze: tuple[Unfreeze, ...] = Field(
+        min_length=1, description="`dvc repro sweep`: one fine_tune per top-N layer count"
+    )
+    augment: tuple[Bool, ...] = Field(
+        min_length=1, description="each N without (false) and with (true) augmentation"
+    )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class TrainParams:
-    strategy: Literal["feature_extraction", "fine_tune", "sweep"] = "fine_tune"
-    image_size: int = 32  # side the backbone sees; images are resized inside the model
-    units: tuple[int, ...] = (128, 64)  # hidden Dense layers of the head; [] = softmax only
-    activation: str = "relu"  # of the hidden Dense layers
-    dropout: float = 0.2  # before each Dense of the head
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = 1e-3  # phase 1 (head, frozen base)
-    batch_size: int = 32  # global batch (split across GPUs)
-    epochs: int = 30  # phase 1 epochs at most; cheap on cached features
-    label_smoothing: float = 0.1
-    patience: int = 5  # early stopping on val loss, in epochs (best weights restored)
-    reduce_lr_patience: int = 2  # epochs without val-loss progress before lr *= factor
-    reduce_lr_factor: float = 0.5
-    min_lr: float = 1e-7
-    unfreeze: Unfreeze = "conv5"  # fine_tune phase 2: top N layers, a stage and above, or all
-    fine_tune: FineTuneParams = field(default_factory=FineTuneParams)
-    augment: AugmentParams = field(default_factory=AugmentParams)
-    sweep: SweepParams = field(default_factory=SweepParams)
-    features_dir: str = "features"  # cached embeddings (the features stage's output)
-    models_dir: str = "models"  # <strategy>/ or sweep/unfreeze-<N>-aug-<yes|no>/ inside
-    checkpoint_dir: str = "models/.checkpoints"  # per-run resume state, removed on success
-    seed: int = 42  # weights init, shuffling, dropout, augmentation
-    mixed_precision: Literal["auto", "off", "mixed_float16", "mixed_bfloat16"] = "auto"
-    xla: Literal["auto", "on", "off"] = "auto"  # auto: on (GPU and CPU; see tasks/hardware.py)
-    distribute: Literal["auto", "off", "mirrored"] = "auto"  # auto: mirrored if > 1 GPU
+    strategy: Literal["feature_extraction", "fine_tune", "sweep"] = Field(
+        description="dvc.yaml sets it per stage"
+    )
+    image_size: Int = Field(
+        ge=32, le=1024, description="side the backbone sees (resized in the model), 32..1024 px"
+    )
+    units: tuple[Annotated[Int, Field(ge=1)], ...] = Field(
+        description="hidden Dense layers of the head; [] = softmax only"
+    )
+    activation: Str = Field(description="of the hidden Dense layers")
+    dropout: Fraction01 = Field(description="before each Dense of the head, [0, 1)")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field(
+        description="phase 1 and 2 optimizer (sgd: momentum 0.9)"
+    )
+    learning_rate: Float = Field(gt=0, lt=1, description="phase 1 (head), (0, 1)")
+    batch_size: Int = Field(ge=1, description="global batch (split across GPUs)")
+    epochs: Int = Field(ge=1, description="phase 1 epochs at most")
+    label_smoothing: Fraction01 = Field(description="label smoothing of the loss, [0, 1)")
+    patience: Int = Field(ge=1, description="early stopping on val loss, in epochs")
+    reduce_lr_patience: Int = Field(ge=1, description="epochs before lr *= factor")
+    reduce_lr_factor: Float = Field(gt=0, lt=1, description="lr factor on a plateau")
+    min_lr: Float = Field(ge=0, description="lr floor, below learning_rate")
+    unfreeze: Unfreeze = Field(
+        description="phase 2: top N layers (0..175), a stage (conv1..conv5) and above, or all"
+    )
+    fine_tune: FineTuneParams = Field(description="phase 2 (unfrozen layers)")
+    augment: AugmentParams = Field(description="random augmentation inside the model")
+    sweep: SweepParams = Field(description="the unfreezing sweep")
+    features_dir: Str = Field(description="cached embeddings (features stage)")
+    models_dir: Str = Field(description="<strategy>/ and sweep/unfreeze-N-aug-X/ inside")
+    checkpoint_dir: Str = Field(description="resume state, removed on success")
+    seed: Int = Field(description="weights init, shuffling, dropout, augmentation")
+    mixed_precision: Literal["auto", "off", "mixed_float16", "mixed_bfloat16"] = Field(
+        description="auto: bf16 on Ampere+, fp16 on Volta/Turing, off on CPU"
+    )
+    xla: Literal["auto", "on", "off"] = Field(description="XLA compilation; auto = on")
+    distribute: Literal["auto", "off", "mirrored"] = Field(
+        description="auto: MirroredStrategy with > 1 GPU"
+    )
 
-    def __post_init__(self) -> None:
-        check(
-            32 <= self.image_size <= 1024,
-            "image_size",
-            f"{self.image_size} is out of range: ResNet-50 needs 32..1024 px",
-        )
-        check(all(u >= 1 for u in self.units), "units", "every Dense width must be >= 1")
-        check(0 <= self.dropout < 1, "dropout", f"{self.dropout} is out of range: [0, 1)")
-        check(
-            0 < self.learning_rate < 1,
-            "learning_rate",
-            f"{self.learning_rate} is out of range: must be in (0, 1)",
-        )
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        check(self.epochs >= 1, "epochs", f"{self.epochs} is out of range: must be >= 1")
-        check(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
-        check(self.patience >= 1, "patience", "must be >= 1")
-        check(self.reduce_lr_patience >= 1, "reduce_lr_patience", "must be >= 1")
-        check(0 < self.reduce_lr_factor < 1, "reduce_lr_factor", "must be in (0, 1)")
-        check(0 <= self.min_lr < self.learning_rate, "min_lr", "must be in [0, learning_rate)")
-        _check_unfreeze(self.unfreeze, "unfreeze")
+    @model_validator(mode="after")
+    def _rules(self) -> TrainParams:
+        check(self.min_lr < self.learning_rate, "min_lr", "must be in [0, learning_rate)")
+        return self
 
 
-@dataclass(frozen=True)
+# --- sections: evaluate, visualize ----------------------------------------------------------
+
+Count = Annotated[Int, Field(ge=1, le=256)]
+
+
+@dataclass(frozen=True, config=SECTION)
 class EvaluateParams:
-    # Model folders to score, inside train.models_dir (globs allowed). A glob that matches
-    # nothing is skipped (the sweep is optional); a plain name that is missing is an error.
-    models: tuple[str, ...] = ("feature_extraction", "fine_tune", "sweep/*")
-    split: Literal["test", "val"] = "test"  # the held-out split the metrics are measured on
-    out_dir: str = "metrics"  # metrics.json (DVC metrics) + per-model plot data
-    batch_size: int = 64  # images per predict() call; bounds memory at any image size
-    top_k: int = 5  # top-k accuracy, reported only when there are more than k classes
-    confused_pairs: int = 10  # most-confused class pairs kept in the leakage table
-
-    def __post_init__(self) -> None:
-        check(len(self.models) > 0, "models", "give at least one model folder")
-        check(self.batch_size >= 1, "batch_size", f"{self.batch_size}: must be >= 1")
-        check(self.top_k >= 2, "top_k", f"{self.top_k}: must be >= 2")
-        check(self.confused_pairs >= 1, "confused_pairs", f"{self.confused_pairs}: must be >= 1")
+    models: tuple[Str, ...] = Field(
+        min_length=1, description="folders in train.models_dir to score; globs allowed"
+    )
+    split: Literal["test", "val"] = Field(description="held-out split the metrics are measured on")
+    out_dir: Str = Field(description="metrics.json (DVC metrics) + per-model plot data")
+    batch_size: Int = Field(ge=1, description="images per predict() call")
+    top_k: Int = Field(ge=2, description="top-k accuracy, when there are more classes")
+    confused_pairs: Int = Field(ge=1, description="most-confused pairs in the table")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class VisualizeParams:
-    # Models drawn one by one (activations, filters, Grad-CAM, errors), inside
-    # train.models_dir; every evaluated model still appears in the comparison.
-    models: tuple[str, ...] = ("feature_extraction", "fine_tune")
-    source_model: bool = True  # also draw backbone.out_dir/model.keras (the source
-    #                            classifier) in activations and filters, when it exists
-    out_dir: str = "figures"  # PNGs, one file per figure
-    report: str = "reports/report.html"  # self-contained: figures embedded as base64
-    validation_summary: str = "reports/validation/summary.json"  # shown if present
-    seed: int = 0  # which samples / images are drawn
-    dpi: int = 100  # PNG resolution; 100 keeps the report small, 200 for print
-    samples_per_class: int = 8  # EDA grid columns
-    image_index: int = 0  # test image used for activations and the preprocessing pair
-    activation_layers: tuple[str, ...] = (
-        "conv1_relu",
-        "conv2_block3_out",
-        "conv3_block4_out",
-        "conv4_block6_out",
-        "conv5_block3_out",
+    models: tuple[Str, ...] = Field(description="in train.models_dir, drawn one by one")
+    source_model: Bool = Field(description="also draw the source classifier if present")
+    out_dir: Str = Field(description="one PNG per figure")
+    report: Str = Field(description="self-contained HTML report (figures embedded)")
+    validation_summary: Str = Field(description="validation summary shown if present")
+    seed: Int = Field(description="which samples and images are drawn")
+    dpi: Int = Field(ge=30, description="PNG resolution, >= 30")
+    samples_per_class: Count = Field(description="EDA grid columns, 1..256")
+    image_index: Int = Field(ge=0, description="test image for activations")
+    activation_layers: tuple[Str, ...] = Field(
+        min_length=1, description="layers whose feature maps are drawn"
     )
-    activation_channels: int = 8  # feature maps shown per layer and model
-    first_conv_layer: str = "conv1_conv"  # its kernels are drawn as RGB tiles
-    filter_layers: tuple[str, ...] = ("conv3_block4_out",)  # gradient-ascent patterns
-    filter_indices: tuple[int, ...] = (0, 1, 2, 3)  # channels of each filter layer
-    ascent_steps: int = 30  # gradient-ascent iterations per filter
-    ascent_lr: float = 3.0  # RMS change per pixel and step, in caffe-preprocessed units
-    gradcam_layer: str = "auto"  # a layer name, or auto: the deepest block output at least
-    gradcam_min_side: int = 4  # this many px wide (ResNet-50's conv5 is 1x1 at 32 px input)
-    gradcam_images: int = 8  # test images overlaid, half correct and half wrong
-    misclassified: int = 16  # most confidently wrong test images in the grid
-    pairs_shown: int = 4  # most-confused class pairs drawn with examples
-    pair_examples: int = 4  # example images per confused pair
-
-    def __post_init__(self) -> None:
-        check(self.dpi >= 30, "dpi", f"{self.dpi}: must be >= 30")
-        for key in (
-            "samples_per_class",
-            "activation_channels",
-            "ascent_steps",
-            "gradcam_images",
-            "misclassified",
-            "pairs_shown",
-            "pair_examples",
-        ):
-            v = getattr(self, key)
-            check(1 <= v <= 256, key, f"{v} is out of range: must be 1..256")
-        check(self.image_index >= 0, "image_index", "must be >= 0")
-        check(self.ascent_lr > 0, "ascent_lr", "must be > 0")
-        check(
-            all(i >= 0 for i in self.filter_indices),
-            "filter_indices",
-            "channel numbers must be >= 0",
-        )
-        check(bool(self.activation_layers), "activation_layers", "name at least one layer")
-        check(self.gradcam_min_side >= 1, "gradcam_min_side", "must be >= 1")
+    activation_channels: Count = Field(description="feature maps per layer and model, 1..256")
+    first_conv_layer: Str = Field(description="its kernels are drawn as RGB tiles")
+    filter_layers: tuple[Str, ...] = Field(description="gradient-ascent pattern layers")
+    filter_indices: tuple[Annotated[Int, Field(ge=0)], ...] = Field(
+        description="channels drawn of each filter layer"
+    )
+    ascent_steps: Count = Field(description="gradient-ascent iterations per filter, 1..256")
+    ascent_lr: Float = Field(gt=0, description="RMS change per pixel and step")
+    gradcam_layer: Str = Field(description="a layer name, or auto: the deepest block output")
+    gradcam_min_side: Int = Field(ge=1, description="auto: at least this many px wide")
+    gradcam_images: Count = Field(description="test images overlaid, half correct, half wrong")
+    misclassified: Count = Field(description="most confidently wrong test images, 1..256")
+    pairs_shown: Count = Field(description="most-confused class pairs drawn, 1..256")
+    pair_examples: Count = Field(description="example images per pair, 1..256")
 
 
-@dataclass(frozen=True)
+# --- sections: publish, orchestration -------------------------------------------------------
+
+
+@dataclass(frozen=True, config=SECTION)
 class PublishParams:
-    # Where runs go: a local folder (the default, so `make run` needs no server), file:///path
-    # or s3://bucket/prefix. Layout: <dest>/runs/<run_id>/..., <dest>/champion.json.
-    destination: str = "published"
-    endpoint_url: str | None = None  # S3-compatible endpoint (MinIO); None = AWS_ENDPOINT_URL / AWS
-    profile: str | None = None  # AWS profile; None = env credentials / default chain
-    run_id: str | None = None  # None = UTC time + short git commit; Airflow passes its run id
-    artifacts: tuple[str, ...] = (
-        "models/feature_extraction",
-        "models/fine_tune",
-        "metrics",
-        "figures",
-        "reports/report.html",
-        "reports/validation",
+    destination: Str = Field(
+        description="local folder | file:///path | s3://bucket/prefix (runs/ + champion.json)"
     )
-    model: str = "models/fine_tune"  # the model folder the champion gate scores and points at
-    # compared on the test split (tasks.evaluate's definitions; recall_macro = balanced accuracy)
-    metric: Literal["accuracy", "f1_macro", "recall_macro"] = "accuracy"
-    min_improvement: float = 0.0  # the new model replaces the champion if it beats it by more
-    batch_size: int = 64  # images per predict() call when scoring
-    record: str = "reports/publish.json"  # what this run published and the gate's decision
-    retries: int = 5  # attempts per S3 call, exponential backoff between them
-    backoff: float = 1.0  # seconds before the 2nd attempt, doubling after each failure
-    timeout: float = 30.0  # seconds to connect / read before an S3 attempt fails
-    multipart_threshold_mb: int = 64  # files this large or larger go up in parts
-    multipart_chunk_mb: int = 16  # part size (S3 minimum 5)
+    endpoint_url: Str | None = Field(description="S3-compatible endpoint; null = AWS")
+    profile: Str | None = Field(description="AWS profile; null = env / default chain")
+    run_id: Str | None = Field(description="null = UTC time + short git commit")
+    artifacts: tuple[Str, ...] = Field(
+        min_length=1, description="files/folders uploaded under runs/<run_id>/"
+    )
+    model: Str = Field(description="the model the champion gate scores (in artifacts)")
+    metric: Literal["accuracy", "f1_macro", "recall_macro"] = Field(
+        description="the champion gate's metric, on the test split"
+    )
+    min_improvement: Fraction01 = Field(
+        description="replace the champion only if better by more than this, [0, 1)"
+    )
+    batch_size: Int = Field(ge=1, description="images per predict() call when scoring")
+    record: Str = Field(description="what was published and the gate's decision")
+    retries: Int = Field(ge=1, description="attempts per S3 call")
+    backoff: Float = Field(ge=0, description="seconds before the 2nd attempt, doubling")
+    timeout: Float = Field(gt=0, description="seconds to connect/read per attempt")
+    multipart_threshold_mb: Int = Field(ge=5, description="files this large go in parts")
+    multipart_chunk_mb: Int = Field(description="part size in MiB (S3 minimum 5)")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _rules(self) -> PublishParams:
         check(
             bool(self.destination.strip()),
             "destination",
@@ -448,229 +408,147 @@ class PublishParams:
             "run_id",
             f"{self.run_id!r}: use letters, digits and . _ - + only (it becomes a path)",
         )
-        check(bool(self.artifacts), "artifacts", "list at least one file or folder")
         check(
             self.model in self.artifacts,
             "model",
             f"{self.model!r} must also be in publish.artifacts",
         )
         check(
-            0 <= self.min_improvement < 1,
-            "min_improvement",
-            f"{self.min_improvement} is out of range: must be in [0, 1)",
-        )
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        check(self.retries >= 1, "retries", "must be >= 1")
-        check(self.backoff >= 0, "backoff", "must be >= 0")
-        check(self.timeout > 0, "timeout", "must be > 0")
-        check(
             self.multipart_chunk_mb >= 5,
             "multipart_chunk_mb",
             f"{self.multipart_chunk_mb}: S3 parts must be >= 5 MiB",
         )
-        check(self.multipart_threshold_mb >= 5, "multipart_threshold_mb", "must be >= 5")
+        return self
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class OrchestrationParams:
-    dag_id: str = "resnet_retrain"
-    owner: str = "ml-platform"
-    schedule: str | None = "@weekly"  # cron or preset; None = on new data and manual only
-    # Asset whose updates also trigger a run (data-aware): whoever lands new data emits it.
-    dataset_asset: str = "file:///data/incoming/resnet-retrain"
-    # Every run gets a copy of the project here; all copies share one DVC cache, so unchanged
-    # stages are restored instead of re-run and a retried task resumes.
-    workspace_dir: str = "airflow_home/workspaces"
-    dvc_cache: str | None = None  # shared DVC cache; None = the project's .dvc/cache
-    keep_workspace: bool = False  # keep a successful run's workspace (failed ones are kept)
-    failure_dir: str = "airflow_home/failures"  # one JSON record per failed task try
-    training_stages: tuple[str, ...] = ("backbone", "features", "train_*", "sweep")  # globs
-    gpu_pool: str = "gpu"  # training tasks run in this pool (`make airflow` creates it)
-    gpu_queue: str = "gpu"  # Celery queue of training tasks (docker/compose.yaml's GPU worker)
-    gpu_pool_slots: int = 1  # pool size = training tasks at once
-    retries: int = 2  # per task; the delay doubles after each failure
-    retry_delay_s: float = 30.0
-    max_retry_delay_s: float = 1800.0
-    train_timeout_min: float = 360.0  # execution_timeout of training tasks
-    stage_timeout_min: float = 60.0  # execution_timeout of the other stages
-    max_active_runs: int = 1  # runs are isolated in workspaces, but share one GPU pool
-    # UI form: these params.yaml keys become DAG Params (typed from this file); anything else
-    # goes in the `overrides` list (KEY=VALUE). Keys that do not exist fail the DAG tests.
-    run_params: tuple[str, ...] = (
-        "data.source",
-        "data.path",
-        "prepare.image_size",
-        "backbone.weights",
-        "train.strategy",
-        "train.image_size",
-        "train.epochs",
-        "train.learning_rate",
-        "train.unfreeze",
-        "train.fine_tune.epochs",
-        "train.fine_tune.learning_rate",
-        "train.sweep.unfreeze",
-        "publish.min_improvement",
+    dag_id: Str = Field(description="the Airflow DAG id")
+    owner: Str = Field(description="the DAG's owner")
+    schedule: Str | None = Field(description="cron or preset; null = new data / manual")
+    dataset_asset: Str = Field(description="an update of this Asset triggers a run")
+    workspace_dir: Str = Field(description="one project copy per run")
+    dvc_cache: Str | None = Field(description="shared DVC cache; null = .dvc/cache")
+    keep_workspace: Bool = Field(description="keep a successful run's workspace")
+    failure_dir: Str = Field(description="one JSON record per failed task try")
+    training_stages: tuple[Str, ...] = Field(description="globs: gpu pool, long timeout")
+    gpu_pool: Str = Field(description="pool of the training tasks")
+    gpu_queue: Str = Field(description="Celery queue of the training tasks")
+    gpu_pool_slots: Int = Field(ge=1, description="training tasks at once")
+    retries: Int = Field(ge=0, description="per task; the delay doubles each time")
+    retry_delay_s: Float = Field(gt=0, description="first retry delay, seconds")
+    max_retry_delay_s: Float = Field(gt=0, description="longest retry delay, seconds")
+    train_timeout_min: Float = Field(gt=0, description="timeout of training tasks, min")
+    stage_timeout_min: Float = Field(gt=0, description="timeout of other tasks, min")
+    max_active_runs: Int = Field(ge=1, description="runs at once")
+    run_params: tuple[Str, ...] = Field(description="params.yaml keys in the trigger form")
+    aws_conn_id: Str | None = Field(description="Airflow connection for S3; null = env")
+    dvc_push: Bool = Field(description="push data and models to the DVC remote")
+    training_executor: Literal["local", "kubernetes"] = Field(
+        description="kubernetes: training stages as GPU pods"
     )
-    aws_conn_id: str | None = "aws_default"  # Airflow connection for S3; None/missing = env
-    dvc_push: bool = True  # push data and models to the DVC remote (skipped if none set)
-    training_executor: Literal["local", "kubernetes"] = "local"  # kubernetes: one GPU pod each
-    trainer_image: str = "resnet-retrain-trainer:latest"  # docker/ builds it
-    kubernetes_namespace: str = "airflow"
-    kubernetes_secret: str = "resnet-retrain-s3"  # AWS_* keys for the DVC remote and publish
-    kubernetes_gpus: int = 1  # GPUs per training pod (limit)
-    kubernetes_gpu_resource: str = "nvidia.com/gpu"
-    kubernetes_memory: str = "16Gi"  # memory limit per training pod
+    trainer_image: Str = Field(description="image of the training pods")
+    kubernetes_namespace: Str = Field(description="namespace of the training pods")
+    kubernetes_secret: Str = Field(description="Secret with the AWS_* keys")
+    kubernetes_gpus: Int = Field(ge=0, description="GPU limit per training pod")
+    kubernetes_gpu_resource: Str = Field(description="GPU resource name")
+    kubernetes_memory: Str = Field(description="memory limit per training pod")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _rules(self) -> OrchestrationParams:
         check(_is_run_id(self.dag_id), "dag_id", "use letters, digits and . _ - only")
         check(bool(self.dataset_asset.strip()), "dataset_asset", "give an asset URI")
-        check(self.gpu_pool_slots >= 1, "gpu_pool_slots", "must be >= 1")
-        check(self.retries >= 0, "retries", "must be >= 0")
-        check(self.retry_delay_s > 0, "retry_delay_s", "must be > 0")
         check(
             self.max_retry_delay_s >= self.retry_delay_s,
             "max_retry_delay_s",
             "must be >= retry_delay_s",
         )
-        check(self.train_timeout_min > 0, "train_timeout_min", "must be > 0")
-        check(self.stage_timeout_min > 0, "stage_timeout_min", "must be > 0")
-        check(self.max_active_runs >= 1, "max_active_runs", "must be >= 1")
-        check(self.kubernetes_gpus >= 0, "kubernetes_gpus", "must be >= 0")
         check(bool(self.trainer_image.strip()), "trainer_image", "give an image reference")
-
-
-def _is_run_id(s: str) -> bool:
-    return bool(s) and all(c.isalnum() or c in "._-+" for c in s) and not s.startswith(".")
+        return self
 
 
 # --- the whole file -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class Params:
-    data: DataParams = field(default_factory=DataParams)
-    prepare: PrepareParams = field(default_factory=PrepareParams)
-    validate: ValidateParams = field(default_factory=ValidateParams)
-    backbone: BackboneParams = field(default_factory=BackboneParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
-    visualize: VisualizeParams = field(default_factory=VisualizeParams)
-    publish: PublishParams = field(default_factory=PublishParams)
-    orchestration: OrchestrationParams = field(default_factory=OrchestrationParams)
+    data: DataParams = Field(description="where a dataset comes from")
+    prepare: PrepareParams = Field(description="decode, filter, subsample, split")
+    validate: ValidateParams = Field(description="data checks")
+    backbone: BackboneParams = Field(description="the ResNet-50 base")
+    train: TrainParams = Field(description="transfer learning")
+    evaluate: EvaluateParams = Field(description="metrics")
+    visualize: VisualizeParams = Field(description="figures and report")
+    publish: PublishParams = Field(description="runs and the champion in object storage")
+    orchestration: OrchestrationParams = Field(description="the Airflow DAG")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def load_params(
-    path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None
-) -> Params:
-    """Read, type-check and range-check params.yaml (plus dotted `overrides`)."""
+PARAMS = TypeAdapter(Params)
+
+
+# --- reading: YAML 1.2 floats, dotted overrides, one-line errors ----------------------------
+
+
+# libyaml's parser when present: the DAG file reads params.yaml at every parse
+class YAML12Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """SafeLoader with YAML 1.2's float rule: `1e-4`, `3e-05`, `-2E+3` are numbers."""
+
+
+_FLOAT = "tag:yaml.org,2002:float"
+YAML12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in rules if tag != _FLOAT]
+    for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YAML12Loader.add_implicit_resolver(  # after int, so `12` stays an int: a dot or an exponent
+    _FLOAT,
+    re.compile(
+        r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+        |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=YAML12Loader)  # noqa: S506 (a SafeLoader)
+
+
+def read_raw(path: str | Path) -> dict[str, Any]:
+    """params.yaml as plain data (YAML 1.2 floats), or a UserError saying what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
             f"{path}: params file not found (run from the project root or pass --params PATH)"
         )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = read_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the top level must be a mapping of sections")
+    return raw
+
+
+def with_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of `raw` with each dotted key (`train.fine_tune.epochs`) set; tuples as lists."""
+    out = copy.deepcopy(raw)
     for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
-    try:
-        return build(Params, raw, "")
-    except ParamsError as e:
-        raise UserError(f"{path}: {e}") from None
-
-
-def build(cls: type, raw: Any, key: str) -> Any:
-    """Build dataclass `cls` from a plain mapping, checking keys, types and ranges."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ParamsError(key, f"expected a mapping, got {type(raw).__name__}")
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        where = f"{key}." if key else ""
-        raise ParamsError(
-            f"{where}{unknown[0]}",
-            f"unknown key; allowed keys{' in ' + key if key else ''}: {', '.join(names)}",
-        )
-    values = {n: coerce(raw[n], hints[n], _join(key, n)) for n in names if n in raw}
-    try:
-        return cls(**values)
-    except ParamsError as e:
-        raise ParamsError(_join(key, e.key), e.message) from None
-
-
-def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against type hint `tp`; return it in the dataclass's form."""
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in get_args(tp):
-            return None
-        options = [a for a in get_args(tp) if a is not type(None)]
-        if len(options) == 1:  # Optional[X]: X's own message is the clearest
-            return coerce(value, options[0], key)
-        for arg in options:
-            try:
-                return coerce(value, arg, key)
-            except ParamsError:
-                continue
-        raise ParamsError(key, f"{value!r} is not {describe(tp)}")
-    if origin is Literal:
-        allowed = get_args(tp)
-        if value in allowed:
-            return value
-        raise ParamsError(
-            key, f"{value!r} is not allowed; allowed values: {', '.join(map(str, allowed))}"
-        )
-    if origin in (tuple, list):
-        if not isinstance(value, list | tuple):
-            raise ParamsError(key, f"{value!r} is not a list")
-        inner = get_args(tp)[0] if get_args(tp) else Any
-        return tuple(coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ParamsError(key, f"{value!r} is not a mapping")
-        return dict(value)
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:
-        raise TypeError(f"params.py: unsupported type hint {tp!r} for {key}")
-    raise ParamsError(key, f"{value!r} is not {describe(tp)}")
-
-
-def describe(tp: Any) -> str:
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(describe(a) for a in get_args(tp))
-    if origin is Literal:
-        return "one of " + ", ".join(map(str, get_args(tp)))
-    if origin in (tuple, list):
-        return "a list"
-    if tp is type(None):
-        return "null"
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
-    return names.get(tp, getattr(tp, "__name__", str(tp)))
+        *parents, last = dotted.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {dotted}: {p} is not a section")
+        node[last] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -680,26 +558,41 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. prepare.image_size=64")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        out[k.strip()] = read_yaml(v)
     return out
 
 
-def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    node = raw
-    for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise UserError(f"--set {dotted}: {p} is not a section")
-    node[last] = value
+def validate(raw: dict[str, Any]) -> Params:
+    """Params from plain data; a ParamsError naming the (first) bad key."""
+    try:
+        return PARAMS.validate_python(raw)
+    except ValidationError as e:
+        raise params_error(e) from None
 
 
-def _join(a: str, b: str) -> str:
-    return f"{a}.{b}" if a and b else a or b
+def load_params(
+    path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None
+) -> Params:
+    """Read, type-check and range-check params.yaml (plus dotted `overrides`)."""
+    try:
+        return validate(with_overrides(read_raw(path), overrides))
+    except ParamsError as e:
+        raise UserError(f"{path}: {e}") from None
 
 
-def _is_hex(s: str) -> bool:
-    return all(c in "0123456789abcdefABCDEF" for c in s)
+def build(cls: type, raw: Any, key: str = "") -> Params:
+    """Deprecated: `validate(raw)` for dags/retrain.py (`cls` is Params) until it calls
+    load_params(), which also reads YAML 1.2 floats."""
+    return validate(raw)
+
+
+def section(name: str, **overrides: Any) -> Any:
+    """One section with the project's params.yaml values, `overrides` applied and checked.
+
+    For tests and benchmarks: `section("prepare", image_size=16)` is a PrepareParams.
+    """
+    dotted = {f"{name}.{k}": v for k, v in overrides.items()}
+    return getattr(load_params(PROJECT_PARAMS, dotted), name)
 
 
 def params_from_cli(doc: str | None, argv: list[str] | None = None) -> Params:
@@ -714,3 +607,84 @@ def params_from_cli(doc: str | None, argv: list[str] | None = None) -> Params:
     )
     args = parser.parse_args(argv)
     return load_params(args.params, parse_overrides(args.set))
+
+
+# --- pydantic's ValidationError as one line --------------------------------------------------
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "dataclass_type": "a mapping",
+}
+_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+_BOUNDS = ("ge", "gt", "le", "lt")
+
+
+def params_error(e: ValidationError) -> ParamsError:
+    """The first error (an unknown key before the rest) as `key: what is allowed`."""
+    err = sorted(e.errors(), key=lambda x: x["type"] != "unexpected_keyword_argument")[0]
+    kind, loc, value, ctx = err["type"], list(err["loc"]), err["input"], err.get("ctx") or {}
+    if kind == "params":  # check() / _unfreeze: the message is written out
+        return ParamsError(_dotted([*loc, *([ctx["key"]] if "key" in ctx else [])]), err["msg"])
+    key = _dotted(loc)
+    if kind == "unexpected_keyword_argument":
+        where = _dotted(loc[:-1])
+        names = [f.name for f in dataclasses.fields(_field_type(loc[:-1]))]
+        within = f" in {where}" if where else ""
+        return ParamsError(key, f"unknown key; allowed keys{within}: {', '.join(names)}")
+    if kind == "missing":
+        return ParamsError(key, "missing: params.yaml must set every key")
+    if kind in _RANGE:
+        integer = not isinstance(next(iter(ctx.values())), float)
+        shown = value if integer else float(value)
+        return ParamsError(key, f"{shown} is out of range: must be {_rule(loc, ctx, integer)}")
+    if kind == "literal_error":
+        return ParamsError(key, f"{value!r} is not allowed; allowed values: {ctx['expected']}")
+    if kind == "too_short":
+        return ParamsError(key, "name at least one value")
+    if kind in _EXPECTED:
+        return ParamsError(key, f"{value!r} is not {_EXPECTED[kind]}")
+    return ParamsError(key, f"{value!r}: {err['msg']}")
+
+
+def _dotted(loc: list) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
+def _field_type(loc: list) -> Any:
+    tp: Any = Params
+    for part in loc:
+        tp = tp.__pydantic_fields__[part].annotation
+    return tp
+
+
+def _rule(loc: list, ctx: dict, integer: bool) -> str:
+    """`in (0, 1]`, `8..1024`, `>= 1`: the field's whole range, not just the broken bound."""
+    try:
+        section, name = _field_type(loc[:-1]), loc[-1]
+        info = section.__pydantic_fields__[name]
+        bounds = {b: getattr(m, b) for m in info.metadata for b in _BOUNDS if hasattr(m, b)}
+        nullable = type(None) in get_args(info.annotation)
+    except (AttributeError, KeyError, TypeError):  # a list item: its own bound only
+        bounds, nullable = dict(ctx), False
+    lo = ("[", bounds["ge"]) if "ge" in bounds else ("(", bounds["gt"]) if "gt" in bounds else None
+    hi = (bounds["le"], "]") if "le" in bounds else (bounds["lt"], ")") if "lt" in bounds else None
+    if lo and hi:
+        rule = (
+            f"{lo[1]}..{hi[0]}"
+            if integer and lo[0] + hi[1] == "[]"
+            else f"in {lo[0]}{lo[1]:g}, {hi[0]:g}{hi[1]}"
+        )
+    elif lo:
+        rule = f"{'>=' if lo[0] == '[' else '>'} {lo[1]:g}"
+    else:
+        rule = f"{'<=' if hi[1] == ']' else '<'} {hi[0]:g}"
+    return f"null or {rule}" if nullable else rule

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from tasks.common import atomic_write_json
 from tasks.dataset import CLASSES, INDEX, INDEX_COLUMNS, INFO, QUARANTINE, QUARANTINE_COLUMNS
+from tasks.params import PROJECT_PARAMS, read_raw
 
 
 def write_prepared(
@@ -65,6 +67,20 @@ def write_prepared(
         },
     )
     return root
+
+
+def params_yaml(changes: dict | None = None) -> str:
+    """The project's params.yaml with `changes` merged in, section by section (a params file
+    must set every key; a test names only the ones it changes)."""
+
+    def merged(base: dict, new: dict) -> dict:
+        out = dict(base)
+        for k, v in new.items():
+            both = isinstance(v, dict) and isinstance(base.get(k), dict)
+            out[k] = merged(base[k], v) if both else v
+        return out
+
+    return yaml.safe_dump(merged(read_raw(PROJECT_PARAMS), changes or {}), sort_keys=False)
 
 
 def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:

@@ -1,52 +1,44 @@
-"""DAG Params built from tasks/params.py, so the trigger form validates what params.yaml would.
+"""DAG Params from the params model, so the trigger form validates what params.yaml would.
 
 Each key in `orchestration.run_params` becomes one form field named by its params.yaml key
-(`train.epochs`), typed by the dataclass field (enum for Literal, nullable for `X | None`,
-array for tuples) and defaulting to params.yaml's value. Any other key goes in the
-`overrides` list as KEY=VALUE. Ranges (epochs >= 1, ...) are checked when the run starts,
-by the same `__post_init__` checks `dvc repro` applies, with the same one-line message.
+(`train.epochs`), with the JSON schema and description pydantic gives that field in
+tasks/params.py (integers, typed arrays, enums, ranges, null where allowed) and
+params.yaml's value as default. Any other key goes in the `overrides` list as KEY=VALUE
+(parsed like `--set`, YAML 1.2 floats). The run checks everything again before any work.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any
+
+from tasks.params import PARAMS, parse_overrides
 
 OVERRIDES = "overrides"
 OVERRIDE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+=.*$"
 
 
-def field_type(cls: type, dotted: str) -> Any:
-    """The type hint of `section.key[.sub]` in the Params dataclass tree."""
-    tp: Any = cls
+def field_schema(root: dict[str, Any], dotted: str) -> dict[str, Any]:
+    """The JSON schema of `section.key[.sub]` in the model's schema `root`, `$ref`s inlined."""
+    node = root
     for part in dotted.split("."):
-        if not dataclasses.is_dataclass(tp):
+        props = _inline(root, node).get("properties", {})
+        if part not in props:
             raise KeyError(dotted)
-        hints = get_type_hints(tp)
-        if part not in hints:
-            raise KeyError(dotted)
-        tp = hints[part]
-    return tp
+        node = props[part]
+    return _inline(root, node)
 
 
-def schema(tp: Any) -> dict[str, Any]:
-    """JSON schema of a params.py type hint (what Airflow's Param validates)."""
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = [schema(a) for a in get_args(tp)]
-        return options[0] if len(options) == 1 else {"anyOf": options}
-    if tp is type(None):
-        return {"type": "null"}
-    if origin is Literal:
-        return {"enum": list(get_args(tp))}
-    if origin in (tuple, list):
-        inner = get_args(tp)[0] if get_args(tp) else Any
-        return {"type": "array", "items": schema(inner)}
-    simple = {bool: "boolean", int: "integer", float: "number", str: "string"}
-    if tp in simple:
-        return {"type": simple[tp]}
-    return {}
+def _inline(root: dict[str, Any], node: Any) -> Any:
+    """`node` with every `$ref` replaced by its definition and pydantic's titles dropped."""
+    if isinstance(node, list):
+        return [_inline(root, n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        rest = {k: v for k, v in node.items() if k != "$ref"}
+        return _inline(root, {**root["$defs"][name], **rest})
+    return {k: _inline(root, v) for k, v in node.items() if k not in ("title", "$defs")}
 
 
 def value_of(params: Any, dotted: str) -> Any:
@@ -58,28 +50,26 @@ def value_of(params: Any, dotted: str) -> Any:
 
 def param_specs(params: Any, keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """{key: {"default", "schema", "description"}} for the trigger form."""
+    root = PARAMS.json_schema()
     specs = {}
     for key in keys:
         try:
-            tp = field_type(type(params), key)
+            schema = field_schema(root, key)
         except KeyError:
             raise ValueError(
                 f"orchestration.run_params: {key!r} is not a params.yaml key"
             ) from None
+        description = schema.pop("description", "")
         specs[key] = {
             "default": value_of(params, key),
-            "schema": schema(tp),
-            "description": f"params.yaml `{key}` for this run",
+            "schema": schema,
+            "description": description,
         }
     return specs
 
 
 def overrides_from(conf: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """Dotted overrides for this run: form fields that differ from params.yaml + `overrides`."""
-    import yaml
-
     out = {k: v for k, v in conf.items() if k in defaults and k != OVERRIDES and v != defaults[k]}
-    for item in conf.get(OVERRIDES) or []:
-        key, _, value = str(item).partition("=")
-        out[key.strip()] = yaml.safe_load(value)
+    out.update(parse_overrides([str(item) for item in conf.get(OVERRIDES) or []]))
     return out

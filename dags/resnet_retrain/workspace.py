@@ -76,17 +76,10 @@ def source_files(project: Path, exclude: list[Path]) -> list[Path]:
 
 def params_text(project_params: Path, overrides: dict[str, Any]) -> str:
     """params.yaml with this run's dotted overrides applied, checked like `dvc repro` would."""
-    from tasks.params import load_params  # light: yaml + dataclasses
+    from tasks.params import load_params, read_raw, with_overrides  # light: yaml + pydantic
 
     load_params(project_params, overrides)  # UserError naming the key on a bad value
-    raw = yaml.safe_load(project_params.read_text()) or {}
-    for dotted, value in overrides.items():
-        *parents, last = dotted.split(".")
-        node = raw
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = list(value) if isinstance(value, tuple) else value
-    return yaml.safe_dump(raw, sort_keys=False)
+    return yaml.safe_dump(with_overrides(read_raw(project_params), overrides), sort_keys=False)
 
 
 def project_destination(project: Path, destination: str) -> str | None:

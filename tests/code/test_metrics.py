@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -20,6 +18,7 @@ from tasks.evaluate import (
     phase_seconds,
 )
 from tasks.params import load_params
+from tests.helpers import params_yaml
 
 # 6 images, 3 classes; predictions 0 1 0 1 2 2 -> 4 of 6 right
 Y = np.array([0, 0, 0, 1, 1, 2])
@@ -165,15 +164,15 @@ def test_summary_lists_every_model():
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("evaluate.top_k", 1, "evaluate.top_k: 1: must be >= 2"),
+        ("evaluate.top_k", 1, "evaluate.top_k: 1 is out of range: must be >= 2"),
         ("evaluate.split", "train", "evaluate.split: 'train' is not allowed"),
-        ("visualize.dpi", 10, "visualize.dpi: 10: must be >= 30"),
+        ("visualize.dpi", 10, "visualize.dpi: 10 is out of range: must be >= 30"),
         ("visualize.misclassified", 0, "visualize.misclassified: 0 is out of range"),
         ("visualize.activation_layers", [], "visualize.activation_layers: name at least one"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, key, value, message):
     f = tmp_path / "params.yaml"
-    f.write_text(json.dumps({}))
+    f.write_text(params_yaml())
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         load_params(f, {key: value})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,14 +10,24 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dags.resnet_retrain import run_params
 from tasks.common import UserError
-from tasks.params import load_params, parse_overrides
+from tasks.params import (
+    PrepareParams,
+    load_params,
+    params_from_cli,
+    parse_overrides,
+    read_raw,
+    section,
+)
 from tests.conftest import ROOT
+from tests.helpers import params_yaml
 
 
 def write(tmp_path: Path, doc: dict) -> Path:
+    """The project's params.yaml with `doc` merged in."""
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path.write_text(params_yaml(doc))
     return path
 
 
@@ -72,3 +83,93 @@ def test_a_stage_with_bad_params_exits_2_with_one_line_and_writes_nothing(tmp_pa
     assert r.returncode == 2
     assert "data.source" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "raw").exists()
+
+
+FINE_TUNE_LR = "    learning_rate: 1.0e-05  # phase 2\n"  # the line in the project's params.yaml
+
+
+@pytest.mark.parametrize(
+    "text, value", [("1e-4", 1e-4), ("3e-05", 3e-5), ("1.0e-5", 1e-5), ("5E-1", 0.5)]
+)
+def test_learning_rates_as_people_write_them_load_as_numbers(tmp_path, text, value):
+    project = (ROOT / "params.yaml").read_text()
+    assert FINE_TUNE_LR in project
+    path = tmp_path / "params.yaml"
+    path.write_text(project.replace(FINE_TUNE_LR, f"    learning_rate: {text}\n"))
+    assert load_params(path).train.fine_tune.learning_rate == value
+
+    p = params_from_cli("stage", ["--set", f"train.fine_tune.learning_rate={text}"])
+    assert p.train.fine_tune.learning_rate == value
+
+
+def test_yaml_1_2_floats_and_what_stays_a_string_or_an_int():
+    got = parse_overrides(["a.b=-2E+3", "a.c=1e-4x", "a.d=12", "a.e=[1e-3, 2]", "a.f=.5"])
+    assert got == {"a.b": -2000.0, "a.c": "1e-4x", "a.d": 12, "a.e": [0.001, 2], "a.f": 0.5}
+    assert isinstance(got["a.d"], int)
+    with pytest.raises(UserError, match=r"train.learning_rate: -2000.0 is out of range"):
+        load_params(ROOT / "params.yaml", parse_overrides(["train.learning_rate=-2E+3"]))
+    with pytest.raises(UserError, match=r"train.fine_tune.learning_rate: '1e-4x' is not a number"):
+        load_params(ROOT / "params.yaml", parse_overrides(["train.fine_tune.learning_rate=1e-4x"]))
+
+
+def test_a_missing_key_or_section_is_named(tmp_path):
+    raw = read_raw(ROOT / "params.yaml")
+    del raw["prepare"]["seed"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError, match=r"params.yaml: prepare.seed: missing"):
+        load_params(path)
+    raw["prepare"]["seed"] = 42
+    del raw["publish"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError, match=r"params.yaml: publish: missing"):
+        load_params(path)
+
+
+def test_section_is_params_yaml_with_overrides_checked():
+    cfg = section("prepare", image_size=16, exclude=("8",))
+    assert isinstance(cfg, PrepareParams) and cfg.image_size == 16 and cfg.exclude == ("8",)
+    assert cfg.seed == load_params(ROOT / "params.yaml").prepare.seed
+    with pytest.raises(UserError, match=r"prepare.image_size: 4 is out of range: must be null"):
+        section("prepare", image_size=4)
+
+
+def test_form_fields_take_type_range_and_description_from_the_model():
+    jsonschema = pytest.importorskip("jsonschema")
+    params = load_params(ROOT / "params.yaml")
+    keys = ("train.units", "train.epochs", "data.source", "data.path", "train.sweep.unfreeze")
+    specs = run_params.param_specs(params, keys)
+    units = specs["train.units"]["schema"]
+    assert units["type"] == "array" and units["items"]["type"] == "integer"
+    assert specs["train.epochs"]["schema"] == {"type": "integer", "minimum": 1}
+    assert set(specs["data.source"]["schema"]["enum"]) == {
+        "digits",
+        "cifar10",
+        "cifar100",
+        "imagewoof",
+        "folder",
+    }
+    for key, spec in specs.items():
+        assert spec["description"] and "for this run" not in spec["description"], key
+        assert "title" not in json.dumps(spec["schema"]) and "$ref" not in json.dumps(spec), key
+        jsonschema.validate(spec["default"], spec["schema"])  # params.yaml's value is allowed
+    jsonschema.validate(None, specs["data.path"]["schema"])
+    jsonschema.validate([3, "conv4", "all"], specs["train.sweep.unfreeze"]["schema"])
+    for key, bad in [
+        ("train.epochs", 0),
+        ("train.epochs", 2.5),
+        ("train.units", ["a"]),
+        ("train.sweep.unfreeze", [999]),
+        ("data.source", "mnist"),
+    ]:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, specs[key]["schema"])
+    with pytest.raises(ValueError, match="'train.epoch' is not a params.yaml key"):
+        run_params.param_specs(params, ("train.epoch",))
+
+
+def test_form_overrides_parse_like_set():
+    conf = {"overrides": ["train.fine_tune.learning_rate=1e-4"], "train.epochs": 30}
+    got = run_params.overrides_from(conf, {"train.epochs": 30})
+    assert got == {"train.fine_tune.learning_rate": 1e-4}
+    assert "train.strategy" not in load_params(ROOT / "params.yaml").orchestration.run_params

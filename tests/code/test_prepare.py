@@ -7,21 +7,21 @@ import pytest
 
 from tasks.common import UserError
 from tasks.fetch import fetch
-from tasks.params import DataParams, PrepareParams
+from tasks.params import DataParams, section
 from tasks.prepare import prepare, summary
 
 
 @pytest.fixture(scope="module")
 def digits_raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits")
-    data = DataParams(raw_dir=str(root / "raw"), prepared_dir=str(root / "prepared"))
+    data = section("data", raw_dir=str(root / "raw"), prepared_dir=str(root / "prepared"))
     fetch(data=data)
     return data
 
 
 def run(data: DataParams, tmp_path, **cfg):
-    data = DataParams(raw_dir=data.raw_dir, prepared_dir=str(tmp_path / "prepared"))
-    return prepare(data=data, cfg=PrepareParams(**cfg))
+    data = section("data", raw_dir=data.raw_dir, prepared_dir=str(tmp_path / "prepared"))
+    return prepare(data=data, cfg=section("prepare", **cfg))
 
 
 def test_held_out_class_is_gone_from_every_split(digits_raw, tmp_path):
@@ -110,16 +110,17 @@ def test_summary_fits_one_screen_and_names_the_numbers(digits_raw, tmp_path):
 
 
 def test_prepare_before_fetch_says_what_to_run(tmp_path):
-    data = DataParams(raw_dir=str(tmp_path / "raw"), prepared_dir=str(tmp_path / "p"))
+    data = section("data", raw_dir=str(tmp_path / "raw"), prepared_dir=str(tmp_path / "p"))
     with pytest.raises(UserError, match="tasks.fetch"):
-        prepare(data=data, cfg=PrepareParams())
+        prepare(data=data, cfg=section("prepare"))
 
 
 def test_a_folder_without_images_is_a_clear_error(tmp_path):
     for cls in ("a", "b"):
         (tmp_path / "src" / cls).mkdir(parents=True)
         (tmp_path / "src" / cls / "notes.txt").write_text("no images here")
-    data = DataParams(
+    data = section(
+        "data",
         source="folder",
         path=str(tmp_path / "src"),
         raw_dir=str(tmp_path / "raw"),
@@ -127,5 +128,5 @@ def test_a_folder_without_images_is_a_clear_error(tmp_path):
     )
     fetch(data=data)
     with pytest.raises(UserError, match="no images"):
-        prepare(data=data, cfg=PrepareParams(image_size=16))
+        prepare(data=data, cfg=section("prepare", image_size=16))
     assert not (tmp_path / "p").exists()

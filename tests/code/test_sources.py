@@ -13,13 +13,14 @@ import pytest
 
 from tasks.common import UserError, file_digest
 from tasks.fetch import fetch
-from tasks.params import DataParams, PrepareParams
+from tasks.params import DataParams, section
 from tasks.prepare import prepare
 from tests.helpers import cifar_archive, image_tree_archive
 
 
 def data_params(tmp_path: Path, **kw) -> DataParams:
-    return DataParams(
+    return section(
+        "data",
         cache_dir=str(tmp_path / "downloads"),
         raw_dir=str(tmp_path / "raw"),
         prepared_dir=str(tmp_path / "prepared"),
@@ -37,7 +38,7 @@ def serve(http_server, archive: Path) -> tuple[str, str]:
 def test_digits_embedded_default(tmp_path):
     data = data_params(tmp_path)
     fetch(data=data)
-    ds = prepare(data=data, cfg=PrepareParams(image_size=32))
+    ds = prepare(data=data, cfg=section("prepare", image_size=32))
     assert ds.classes == [str(i) for i in range(10)]
     assert sum(ds.info["n"].values()) == 1797
     x = ds.images("train")
@@ -50,7 +51,7 @@ def test_cifar10_from_a_mirror_in_the_official_layout(http_server, tmp_path):
     url, md5 = serve(http_server, cifar_archive(tmp_path / "cifar-10-python.tar.gz"))
     data = data_params(tmp_path, source="cifar10", url=url, md5=md5)
     fetch(data=data)
-    ds = prepare(data=data, cfg=PrepareParams(image_size=None, val_fraction=0.2))
+    ds = prepare(data=data, cfg=section("prepare", image_size=None, val_fraction=0.2))
     assert ds.classes[0] == "airplane" and len(ds.classes) == 10  # from batches.meta
     assert ds.info["n"] == {"train": 80, "val": 20, "test": 20}  # 5 x 20 train, 20 test
     # pixels are CIFAR's channel-major rows turned into (H, W, 3)
@@ -68,7 +69,7 @@ def test_cifar100_keeps_fine_and_coarse_labels(http_server, tmp_path):
     )
     data = data_params(tmp_path, source="cifar100", url=url, md5=md5)
     fetch(data=data)
-    ds = prepare(data=data, cfg=PrepareParams(image_size=None, exclude=("fine5",)))
+    ds = prepare(data=data, cfg=section("prepare", image_size=None, exclude=("fine5",)))
     assert ds.classes == ["fine0", "fine1", "fine2", "fine3", "fine4"]
     index = ds.index()
     assert set(index.coarse_class) == {"coarse0", "coarse1"}
@@ -107,7 +108,7 @@ def test_a_pickle_changed_after_fetch_is_never_unpickled(http_server, tmp_path):
     batch = tmp_path / "raw/cifar-10-batches-py/data_batch_3"
     batch.write_bytes(pickle.dumps({b"data": _Evil(marker)}))
     with pytest.raises(UserError, match="data_batch_3.*sha256"):
-        prepare(data=data, cfg=PrepareParams(image_size=None))
+        prepare(data=data, cfg=section("prepare", image_size=None))
     assert not marker.exists()
     assert not (tmp_path / "prepared").exists()
     # Even with the record forged to match, the restricted unpickler refuses the payload.
@@ -115,7 +116,7 @@ def test_a_pickle_changed_after_fetch_is_never_unpickled(http_server, tmp_path):
     record["files"]["cifar-10-batches-py/data_batch_3"] = file_digest(batch)
     (tmp_path / "raw/fetch.json").write_text(json.dumps(record))
     with pytest.raises(UserError, match=r"refusing to load (io|builtins)\.open"):
-        prepare(data=data, cfg=PrepareParams(image_size=None))
+        prepare(data=data, cfg=section("prepare", image_size=None))
     assert not marker.exists()
 
 
@@ -126,7 +127,7 @@ def test_imagewoof_folders_become_breed_names_and_val_is_the_test_split(http_ser
     )
     data = data_params(tmp_path, source="imagewoof", url=url, md5=md5)
     fetch(data=data)
-    ds = prepare(data=data, cfg=PrepareParams(image_size=24, val_fraction=0.2))
+    ds = prepare(data=data, cfg=section("prepare", image_size=24, val_fraction=0.2))
     assert ds.classes == ["Beagle", "Samoyed"]
     assert ds.info["counts"]["test"] == {"Beagle": 2, "Samoyed": 3}
     assert ds.info["n"]["train"] + ds.info["n"]["val"] == 11
@@ -174,7 +175,7 @@ def test_folder_source_converts_modes_and_quarantines_bad_files(tmp_path):
     src = mri_folder(tmp_path / "mri")
     data = data_params(tmp_path, source="folder", path=str(src))
     fetch(data=data)
-    ds = prepare(data=data, cfg=PrepareParams(image_size=16, val_fraction=0.25))
+    ds = prepare(data=data, cfg=section("prepare", image_size=16, val_fraction=0.25))
     q = ds.quarantine()
     assert sorted(Path(s).name for s in q.source) == ["notes.jpg", "truncated.jpg"]
     assert all(q.reason.str.len() > 0)
@@ -209,7 +210,7 @@ def test_folder_from_s3_on_a_loopback_server(s3_server, tmp_path):
         s3_endpoint_url=s3_server.endpoint_url,
     )
     fetch(data=data)
-    ds = prepare(data=data, cfg=PrepareParams(image_size=16))
+    ds = prepare(data=data, cfg=section("prepare", image_size=16))
     assert ds.classes == ["glioma", "notumor"] and ds.info["quarantined"] == 2
     local = {
         p.relative_to(src).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()

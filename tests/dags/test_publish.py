@@ -16,7 +16,7 @@ import pytest
 
 from tasks.common import UserError
 from tasks.dataset import open_prepared
-from tasks.params import PublishParams, load_params
+from tasks.params import PublishParams, load_params, section
 from tasks.publish import publish
 from tasks.storage import MiB, open_store
 from tests.conftest import ROOT, free_port
@@ -62,7 +62,8 @@ def project(root: Path, *, test_labels: list[int], answer: int, extra: bytes = b
     return root
 
 
-CFG = PublishParams(
+CFG = section(
+    "publish",
     artifacts=("models/m", "metrics", "reports/report.html"),
     model="models/m",
     retries=2,

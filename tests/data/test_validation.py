@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.params import DataParams, PrepareParams, ValidateParams
+from tasks.params import section
 from tasks.validate import validate
 from tests.conftest import ROOT
 from tests.data.validation_cases import CLASSES, PER_CLASS, SIZE, fails, run, splits
@@ -142,13 +142,14 @@ def test_the_embedded_digits_dataset_passes_without_touching_the_network(tmp_pat
     from tasks.fetch import fetch
     from tasks.prepare import prepare
 
-    data = DataParams(
+    data = section(
+        "data",
         raw_dir=str(tmp_path / "raw"),
         prepared_dir=str(tmp_path / "prepared"),
         cache_dir=str(tmp_path / "downloads"),
     )
     fetch(data=data)
-    prepare(data=data, cfg=PrepareParams())
+    prepare(data=data, cfg=section("prepare"))
     tried = []
     real_connect = socket.socket.connect
 
@@ -162,7 +163,7 @@ def test_the_embedded_digits_dataset_passes_without_touching_the_network(tmp_pat
     monkeypatch.setattr(socket.socket, "connect", connect)
     report = validate(
         prepared_dir=Path(data.prepared_dir),
-        cfg=ValidateParams(expectations_dir=str(ROOT / "expectations")),
+        cfg=section("validate", expectations_dir=str(ROOT / "expectations")),
         docs_dir=tmp_path / "docs",
     )
     assert report.passed, [(o.name, o.observed, o.examples) for o in report.failed]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tasks.common import UserError
-from tasks.params import ValidateParams
+from tasks.params import section
 from tasks.validate import validate
 from tests.conftest import ROOT
 from tests.data.validation_cases import CLASSES, SIZE, fails, run, splits
@@ -47,14 +47,15 @@ def test_a_suite_naming_an_unknown_parameter_fails_before_any_work(tmp_path):
     spec["expectations"][1]["kwargs"]["min_value"] = {"$PARAMETER": "min_per_klass"}
     (suites / "classes.json").write_text(json.dumps(spec))
     prepared = write_prepared(tmp_path / "prepared", splits(), CLASSES)
-    cfg = ValidateParams(expectations_dir=str(suites))
+    cfg = section("validate", expectations_dir=str(suites))
     with pytest.raises(UserError, match=r"classes.json: unknown parameter.*min_per_klass"):
         validate(prepared_dir=prepared, cfg=cfg, docs_dir=tmp_path / "docs")
 
 
 def test_severity_for_an_unknown_expectation_is_refused(tmp_path):
     prepared = write_prepared(tmp_path / "prepared", splits(), CLASSES)
-    cfg = ValidateParams(
+    cfg = section(
+        "validate",
         expectations_dir=str(ROOT / "expectations"), severity={"class_balanse": "warning"}
     )
     with pytest.raises(UserError, match="validate.severity names .*class_balanse"):
@@ -97,7 +98,7 @@ def test_a_misspelt_expectation_type_is_refused_not_skipped(tmp_path):
     with pytest.raises(UserError, match="images.json: rgb: 'expect_column_values_to_be_in_sett'"):
         validate(
             prepared_dir=prepared,
-            cfg=ValidateParams(expectations_dir=str(suites)),
+            cfg=section("validate", expectations_dir=str(suites)),
             docs_dir=tmp_path / "docs",
         )
 

@@ -12,7 +12,7 @@ import yaml
 from tasks.common import run_main
 from tasks.validate import main
 from tests.conftest import ROOT
-from tests.helpers import random_images, write_prepared
+from tests.helpers import params_yaml, random_images, write_prepared
 
 CLASSES = ["cat", "dog", "fox"]
 PER_CLASS = {"train": 6, "val": 4, "test": 4}
@@ -56,7 +56,7 @@ def run(
         }
         | validate,
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "params.yaml").write_text(params_yaml(params))
     argv, sys.argv = sys.argv, ["validate", "--params", str(tmp_path / "params.yaml"), *args]
     try:
         run_main(main)

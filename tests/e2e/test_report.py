@@ -12,8 +12,9 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
+import yaml
 
-from tests.helpers import random_images, write_prepared
+from tests.helpers import params_yaml, random_images, write_prepared
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -102,7 +103,7 @@ def tiny_run(root: Path) -> None:
     (root / "reports/validation/summary.json").write_text(
         json.dumps({"passed": True, "suites": {"prepared": {"success": True, "evaluated": 12}}})
     )
-    (root / "params.yaml").write_text(PARAMS)
+    (root / "params.yaml").write_text(params_yaml(yaml.safe_load(PARAMS)))
 
 
 def _folder(p: Path) -> Path:
@@ -225,7 +226,7 @@ def test_report_without_validation_and_dataset_version(tmp_path, monkeypatch):
 
     splits = {"test": (random_images(3, 8), np.array([0, 1, 2]))}
     prepared = write_prepared(tmp_path / "data/prepared", splits, CLASSES)
-    (tmp_path / "params.yaml").write_text("data: {prepared_dir: data/prepared}\n")
+    (tmp_path / "params.yaml").write_text(params_yaml({"data": {"prepared_dir": "data/prepared"}}))
     monkeypatch.chdir(tmp_path)
     page = build_html(collect(load_params(), report_path=Path("reports/report.html")))
     assert "no validation summary found" in page and "<img" not in page

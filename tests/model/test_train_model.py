@@ -19,7 +19,7 @@ from tasks.model import (
     unfreeze,
 )
 from tasks.params import load_params
-from tests.helpers import random_images
+from tests.helpers import params_yaml, random_images
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_unfreeze_rejects_bad_specs(base):
     ],
 )
 def test_bad_params_fail_before_any_work(tmp_path, key, value, message):
-    (tmp_path / "params.yaml").write_text("{}\n")
+    (tmp_path / "params.yaml").write_text(params_yaml())
     with pytest.raises(UserError, match=message):
         load_params(tmp_path / "params.yaml", {key: value})
 

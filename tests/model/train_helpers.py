@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from tasks.params import Params, load_params
-from tests.helpers import write_prepared
+from tests.helpers import params_yaml, write_prepared
 
 CLASSES = ["dark", "mid", "bright"]
 SIZE = 32
@@ -65,7 +64,7 @@ def make_project(
             **(train or {}),
         },
     }
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "params.yaml").write_text(params_yaml(params))
     return root
 
 
