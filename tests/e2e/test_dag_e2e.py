@@ -74,7 +74,7 @@ def test_dag_publishes_into_the_project_keeps_the_champion_across_runs_and_survi
     assert {t.split("[")[0] for t in first["tasks"]} >= set(stages)
     assert first["publish"]["published"] and first["publish"]["status"] == "champion"
     run_id = first["publish"]["uri"].rsplit("/", 1)[-1]
-    assert first["publish"]["uri"] == (published / "runs" / run_id).as_uri()
+    assert first["publish"]["uri"] == f"{published.resolve().as_uri()}/runs/{run_id}"
     assert not (tmp_path / "workspaces" / run_id).exists()  # cleanup removed the workspace...
     run_dir = published / "runs" / run_id  # ...but not what the run published
     manifest = json.loads((run_dir / "manifest.json").read_text())
