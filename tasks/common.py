@@ -51,10 +51,6 @@ def run_main(fn: Callable[[], Any]) -> None:
         sys.exit(130)
 
 
-def sha256_bytes(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def file_digest(path: Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:

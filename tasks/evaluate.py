@@ -37,6 +37,7 @@ from tasks.layout import (
     MODEL,
     PROBS,
     SCORED,
+    TRAIN_INFO,
 )
 from tasks.params import EvaluateParams, params_from_cli
 
@@ -59,26 +60,49 @@ CURVE_COLUMNS = [
 
 
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, *, top_k: int = 5) -> dict:
-    """Scalar metrics of (N,) labels against (N, C) probabilities."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+    """Scalar metrics of (N,) labels against (N, C) probabilities (scikit-learn's).
+
+    Every class the model knows is passed as `labels`, so a class absent from the test
+    split counts as a class (with zero support) instead of failing.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
 
     y_true = np.asarray(y_true)
     probs = np.asarray(probs, dtype=np.float64)
     n, c = probs.shape
+    classes = list(range(c))
     y_pred = probs.argmax(axis=1)
     out = {"accuracy": float(accuracy_score(y_true, y_pred))}
     if c > top_k:
-        top = np.argsort(-probs, axis=1)[:, :top_k]  # (N, k)
-        out[f"top{top_k}_accuracy"] = float((top == y_true[:, None]).any(axis=1).mean())
-    # sparse categorical cross-entropy as Keras reports it (probabilities clipped at 1e-7)
-    out["loss"] = float(-np.log(np.clip(probs[np.arange(n), y_true], 1e-7, 1.0)).mean())
+        out[f"top{top_k}_accuracy"] = float(
+            top_k_accuracy_score(y_true, probs, k=top_k, labels=classes)
+        )
+    out["loss"] = cross_entropy(y_true, probs, labels=classes)
     for avg in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(
-            y_true, y_pred, labels=list(range(c)), average=avg, zero_division=0
+            y_true, y_pred, labels=classes, average=avg, zero_division=0
         )
         out |= {f"precision_{avg}": float(p), f"recall_{avg}": float(r), f"f1_{avg}": float(f)}
     out["n_images"] = int(n)
     return out
+
+
+def cross_entropy(y_true: np.ndarray, probs: np.ndarray, *, labels: list[int]) -> float:
+    """Sparse categorical cross-entropy as Keras reports it: probabilities clipped at 1e-7
+    (Keras's epsilon; sklearn's own float64 clip would make one sure miss cost 36, not 16)."""
+    import warnings
+
+    from sklearn.metrics import log_loss
+
+    with warnings.catch_warnings():
+        # a float32 softmax row sums to 1 only to float32 precision (~1e-7): finer than
+        # sklearn's float64 check, and the clip moves the sum further; nothing to report
+        warnings.filterwarnings("ignore", "The y_prob values do not sum to one")
+        return float(log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels))
 
 
 def per_class(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> list[dict]:
@@ -220,8 +244,6 @@ def predict(model, images: np.ndarray, batch_size: int) -> np.ndarray:
 
 def evaluate(*, cfg: EvaluateParams, prepared_dir: Path, models_dir: Path) -> dict[str, dict]:
     """Score every model; write metrics/ in one atomic swap; returns metrics.json's content."""
-    from tasks.model import load_model
-
     prepared = open_prepared(prepared_dir)
     classes = prepared.classes
     images, labels = prepared.images(cfg.split), prepared.labels(cfg.split)
@@ -231,15 +253,14 @@ def evaluate(*, cfg: EvaluateParams, prepared_dir: Path, models_dir: Path) -> di
     metrics, comparison = {}, []
     with atomic_dir(Path(cfg.out_dir)) as out:
         for name, folder in models.items():
-            model = load_model(folder / MODEL)
-            if model.output_shape[-1] != len(classes):
-                raise UserError(
-                    f"{folder}: the model has {model.output_shape[-1]} outputs "
-                    f"but {prepared_dir} has {len(classes)} classes; retrain it"
-                )
-            probs = predict(model, images, cfg.batch_size)
-            history = _read_json(folder / HISTORY)
-            train = _read_json(folder / "train.json")
+            probs = predict_file(
+                folder / MODEL,
+                images,
+                batch_size=cfg.batch_size,
+                classes=classes,
+                data=prepared_dir,
+            )  # (N, C)
+            history, train = _read_json(folder / HISTORY), _read_json(folder / TRAIN_INFO)
             m = compute_metrics(labels, probs, top_k=cfg.top_k) | phase_seconds(history, train)
             metrics[name] = m
             comparison.append(comparison_row(name, m, train))
@@ -251,10 +272,7 @@ def evaluate(*, cfg: EvaluateParams, prepared_dir: Path, models_dir: Path) -> di
                 classes=classes,
                 history=history,
                 pairs=cfg.confused_pairs,
-            )
-            atomic_write_json(  # lets publish reuse probs.npy instead of predicting again
-                out / DETAILS / name / SCORED,
-                scored_record(folder / MODEL, cfg.split, labels),
+                scored=scored_record(folder / MODEL, cfg.split, labels),
             )
             log.info(
                 "%s: accuracy %.4f on %d %s images", name, m["accuracy"], len(labels), cfg.split
@@ -262,6 +280,21 @@ def evaluate(*, cfg: EvaluateParams, prepared_dir: Path, models_dir: Path) -> di
         atomic_write_json(out / METRICS, metrics)
         _write_csv(out / COMPARISON, comparison)
     return metrics
+
+
+def predict_file(
+    model_file: Path, images: np.ndarray, *, batch_size: int, classes: list[str], data: Path
+) -> np.ndarray:
+    """The saved model's (N, C) probabilities; one clear error if it has other classes."""
+    from tasks.model import load_model
+
+    model = load_model(model_file)
+    if model.output_shape[-1] != len(classes):
+        raise UserError(
+            f"{model_file.parent}: the model has {model.output_shape[-1]} outputs "
+            f"but {data} has {len(classes)} classes; retrain it"
+        )
+    return predict(model, images, batch_size)
 
 
 def scored_record(model_file: Path, split: str, labels: np.ndarray) -> dict:
@@ -289,8 +322,10 @@ def write_details(
     classes: list[str],
     history: dict,
     pairs: int,
+    scored: dict,
 ) -> None:
-    """The per-model files under the (temporary) metrics folder `out`."""
+    """One model's files in the (temporary) metrics folder `out`: details/<model>/ for
+    visualize and publish, confusion/ and curves/ for DVC plots."""
     y_pred = probs.argmax(axis=1)
     cm = confusion(labels, y_pred, len(classes))
     details = out / DETAILS / name
@@ -299,6 +334,7 @@ def write_details(
     np.save(details / "confusion.npy", cm)
     _write_csv(details / "per_class.csv", per_class(labels, y_pred, classes))
     atomic_write_json(details / "pairs.json", confused_pairs(cm, classes, pairs))
+    atomic_write_json(details / SCORED, scored)  # publish reuses probs.npy instead of predicting
     _write_csv(
         out / CONFUSION / f"{name}.csv",
         [

@@ -5,251 +5,197 @@
 Run id, dataset and its version, params, metrics, per-class tables, confused pairs, every
 figure of figures/figures.json, the validation summary, and relative links to the raw
 files (they resolve as long as the run folder keeps its layout). `collect` reads the disk,
-`build_html` is pure, `write_report` writes atomically.
+`build_html` is pure (templates/report.html.j2), `write_report` writes atomically.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
 import datetime as dt
-import html
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from tasks import templates
 from tasks.common import atomic_write_text, run_main
-from tasks.layout import COMPARISON, DETAILS, FIGURES, METRICS
+from tasks.layout import COMPARISON, DETAILS, FIGURES, METRICS, TRAIN_INFO
 from tasks.lineage import dataset_version, git_commit, new_run_id, recorded_run_id
 from tasks.params import Params, params_from_cli
 
-SECTIONS = {
+FIGURE_SECTIONS = {  # report sections of figures that belong to no single model
     "data": "Data",
-    "comparison": "Strategies and sweep",
     "activations": "Intermediate activations",
     "filters": "Convolution filters",
 }
+MODEL_SIDE_FILES = (TRAIN_INFO, "history.csv")  # linked; a published run folder holds them too
 
 
-def run_id(given: str | None) -> str:
-    """The given id (publish.run_id), else UTC time + short git commit, as publish names runs.
+@dataclass(frozen=True)
+class StageOutputs:
+    """Where the report reads one run's stage outputs."""
 
-    The chosen id is also written to <visualize.out_dir>/run.json, where `tasks.publish`
-    finds it, so the report and the published run folder carry the same id.
-    """
-    return given or new_run_id(git_commit(None))
+    prepared_dir: Path
+    models_dir: Path
+    metrics_dir: Path  # evaluate.out_dir
+    figures_dir: Path  # visualize.out_dir
+    validation_summary: Path
+    split: str  # the split the metrics were measured on
 
 
-def collect(params: Params, *, report_path: Path, run: str | None = None) -> dict:
+def stage_outputs(params: Params) -> StageOutputs:
+    """For main()s (this one and visualize's): the folders params.yaml names."""
+    return StageOutputs(
+        prepared_dir=Path(params.data.prepared_dir),
+        models_dir=Path(params.train.models_dir),
+        metrics_dir=Path(params.evaluate.out_dir),
+        figures_dir=Path(params.visualize.out_dir),
+        validation_summary=Path(params.visualize.validation_summary),
+        split=params.evaluate.split,
+    )
+
+
+def write_report(path: Path, *, run_id: str, outs: StageOutputs, params: dict) -> Path:
+    """Collect, render and atomically write the report to `path`; `params` is shown as is."""
+    atomic_write_text(path, build_html(collect(outs, run_id=run_id, params=params, report=path)))
+    return path
+
+
+def collect(outs: StageOutputs, *, run_id: str, params: dict, report: Path) -> dict:
     """Everything the report shows, read from the stage outputs (missing parts are None)."""
-    ev, vz = params.evaluate, params.visualize
-    metrics_dir, fig_dir = Path(ev.out_dir), Path(vz.out_dir)
-    prepared_dir = Path(params.data.prepared_dir)
-    metrics = _json(metrics_dir / METRICS) or {}
-    models = {}
-    for name in metrics:
-        d = metrics_dir / DETAILS / name
-        models[name] = {"per_class": _csv(d / "per_class.csv"), "pairs": _json(d / "pairs.json")}
-    figures = _json(fig_dir / FIGURES) or []
+    metrics = _json(outs.metrics_dir / METRICS) or {}
+    figures = _json(outs.figures_dir / FIGURES) or []
     for f in figures:
-        f["png"] = (fig_dir / f["file"]).read_bytes() if (fig_dir / f["file"]).is_file() else b""
-    # only files a published run folder holds too (publish.artifacts), so links keep working
-    models_dir = Path(params.train.models_dir)
-    sides = [
-        f
-        for name in metrics
-        for f in sorted(models_dir.glob(f"**/{name}/*"))
-        if f.name in ("train.json", "history.csv")
-    ]
-    raw = [
-        metrics_dir / METRICS,
-        metrics_dir / COMPARISON,
-        Path(vz.validation_summary),
-        *sides,
-        *sorted(metrics_dir.glob("details/*/per_class.csv")),
-        *sorted(metrics_dir.glob("confusion/*.csv")),
-        *sorted(metrics_dir.glob("curves/*.csv")),
-        *[fig_dir / f["file"] for f in figures],
-    ]
-    base = report_path.parent.resolve()
-    links = [
-        (p.as_posix(), Path(os.path.relpath(p.resolve(), base)).as_posix())
-        for p in raw
-        if p.is_file()
-    ]
-    info = _json(prepared_dir / "dataset.json") or {}
+        png = outs.figures_dir / f["file"]
+        f["png"] = png.read_bytes() if png.is_file() else b""
     return {
-        # re-rendered by hand (no `run`): the id visualize gave this report, as publish does
-        "run_id": run or params.publish.run_id or recorded_run_id(fig_dir) or run_id(None),
+        "run_id": run_id,
         "commit": git_commit(None),
         "created": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC",
-        "dataset": {
-            "name": info.get("name", "?"),
-            "source": info.get("source", "?"),
-            "classes": info.get("classes", []),
-            "image_size": info.get("image_size"),
-            "n": info.get("n", {}),
-            "split": ev.split,
-            "version": dataset_version(prepared_dir) if info else "?",
-        },
-        "params": params.to_dict(),
+        "dataset": _dataset(outs.prepared_dir, outs.split),
+        "params": params,
         "metrics": metrics,
-        "models": models,
-        "comparison": _csv(metrics_dir / COMPARISON),
-        "validation": _json(Path(vz.validation_summary)),
+        "models": {
+            name: {
+                "per_class": _csv(outs.metrics_dir / DETAILS / name / "per_class.csv"),
+                "pairs": _json(outs.metrics_dir / DETAILS / name / "pairs.json"),
+            }
+            for name in metrics
+        },
+        "comparison": _csv(outs.metrics_dir / COMPARISON),
+        "validation": _json(outs.validation_summary),
         "figures": figures,
-        "links": links,
+        "links": _links(raw_files(outs, models=list(metrics), figures=figures), report),
     }
+
+
+def raw_files(outs: StageOutputs, *, models: list[str], figures: list[dict]) -> list[Path]:
+    """The files the report links to: only what a published run folder holds too
+    (publish.artifacts), so the links keep working there."""
+    sides = [
+        f
+        for name in models
+        for f in sorted(outs.models_dir.glob(f"**/{name}/*"))
+        if f.name in MODEL_SIDE_FILES
+    ]
+    return [
+        outs.metrics_dir / METRICS,
+        outs.metrics_dir / COMPARISON,
+        outs.validation_summary,
+        *sides,
+        *sorted(outs.metrics_dir.glob(f"{DETAILS}/*/per_class.csv")),
+        *sorted(outs.metrics_dir.glob("confusion/*.csv")),
+        *sorted(outs.metrics_dir.glob("curves/*.csv")),
+        *[outs.figures_dir / f["file"] for f in figures],
+    ]
 
 
 def build_html(ctx: dict) -> str:
     """The report page; pure (every image inline, no external resource)."""
-    e = html.escape
-    d = ctx["dataset"]
-    out = [
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>run "
-        f"{e(ctx['run_id'])}</title><style>{CSS}</style></head><body>",
-        f"<h1>Run {e(ctx['run_id'])}</h1>",
-        _kv(
-            {
-                "created": ctx["created"],
-                "git commit": ctx["commit"] or "?",
-                "dataset": f"{d['name']} ({d['source']}), {len(d['classes'])} classes, "
-                f"{d['image_size']} px",
-                "images per split": ", ".join(f"{k} {v}" for k, v in d["n"].items()),
-                "dataset version": d["version"],
-                "metrics measured on": f"{d['split']} split",
-            }
-        ),
-    ]
-    sections = [
-        "metrics",
-        *ctx["models"],
-        *[s for s in SECTIONS if s != "comparison"],
-        "validation",
-        "params",
-        "files",
-    ]
-    out.append(
-        "<nav>"
-        + " · ".join(f"<a href='#{_id(s)}'>{e(SECTIONS.get(s, s))}</a>" for s in sections)
-        + "</nav>"
-    )
-    out.append("<h2 id=metrics>Metrics</h2>")
-    out.append(_table(_metric_rows(ctx["metrics"])) if ctx["metrics"] else "<p>none</p>")
-    if ctx["comparison"]:
-        out.append("<h3>Strategies and sweep</h3>" + _table(ctx["comparison"]))
-    out += _figures(ctx["figures"], "comparison")
-    for name, m in ctx["models"].items():
-        out.append(f"<h2 id='{_id(name)}'>{e(name)}</h2>")
-        if m["per_class"]:
-            out.append("<h3>Per class</h3>" + _table(m["per_class"]))
-        if m["pairs"]:
-            out.append(
-                "<h3>Most confused class pairs</h3>"
-                + _table(
-                    [{k: v for k, v in p.items() if k not in ("ia", "ib")} for p in m["pairs"]]
-                )
-            )
-        out += _figures(ctx["figures"], name)
-    for s in ("data", "activations", "filters"):
-        out.append(f"<h2 id={s}>{SECTIONS[s]}</h2>")
-        out += _figures(ctx["figures"], s)
-    out.append("<h2 id=validation>Validation</h2>")
     v = ctx["validation"]
-    if v is None:
-        out.append("<p>no validation summary found for this run</p>")
-    else:
-        passed = v.get("passed") if isinstance(v, dict) else None
-        badge = {True: "<b class=ok>passed</b>", False: "<b class=bad>failed</b>"}.get(passed, "")
-        out.append(f"<p>{badge}</p><pre>{e(json.dumps(v, indent=2, default=str))}</pre>")
-    out.append(
-        "<h2 id=params>Params</h2><pre>"
-        + e(yaml.safe_dump(_plain(ctx["params"]), sort_keys=False))
-        + "</pre>"
+    return templates.render(
+        "report.html.j2",
+        run_id=ctx["run_id"],
+        facts=_facts(ctx),
+        nav=[
+            ("metrics", "metrics"),
+            *[(_anchor(name), name) for name in ctx["models"]],
+            *FIGURE_SECTIONS.items(),
+            *[(s, s) for s in ("validation", "params", "files")],
+        ],
+        metrics=[{"model": name, **m} for name, m in ctx["metrics"].items()],
+        comparison=ctx["comparison"],
+        models=[
+            {
+                "name": name,
+                "id": _anchor(name),
+                "per_class": m["per_class"],
+                "pairs": _named_pairs(m["pairs"]),
+            }
+            for name, m in ctx["models"].items()
+        ],
+        figure_sections=FIGURE_SECTIONS,
+        figures=ctx["figures"],
+        validation=None if v is None else json.dumps(v, indent=2, default=str),
+        passed=v.get("passed") if isinstance(v, dict) else None,
+        params=yaml.safe_dump(_plain(ctx["params"]), sort_keys=False),
+        links=ctx["links"],
     )
-    out.append(
-        "<h2 id=files>Raw files</h2><ul>"
-        + "".join(f"<li><a href='{e(href)}'>{e(label)}</a></li>" for label, href in ctx["links"])
-        + "</ul></body></html>"
-    )
-    return "\n".join(out)
 
 
-def write_report(*, params: Params, run: str | None = None) -> Path:
-    path = Path(params.visualize.report)
-    atomic_write_text(path, build_html(collect(params, report_path=path, run=run)))
-    return path
+def _facts(ctx: dict) -> dict[str, str]:
+    """The table under the title: when, which code, which data."""
+    d = ctx["dataset"]
+    return {
+        "created": ctx["created"],
+        "git commit": ctx["commit"] or "?",
+        "dataset": f"{d['name']} ({d['source']}), {len(d['classes'])} classes, "
+        f"{d['image_size']} px",
+        "images per split": ", ".join(f"{k} {n}" for k, n in d["n"].items()),
+        "dataset version": d["version"],
+        "metrics measured on": f"{d['split']} split",
+    }
 
 
 # --- helpers ---------------------------------------------------------------------------------
 
-CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;
-text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-img{max-width:100%;border:1px solid #eee}figure{margin:1em 0}figcaption{color:#555}
-pre{background:#f7f7f7;padding:.6em;overflow:auto;max-height:30em}nav{margin:1em 0}
-.ok{color:#176b1d}.bad{color:#b00020}"""
+
+def _dataset(prepared_dir: Path, split: str) -> dict:
+    info = _json(prepared_dir / "dataset.json") or {}
+    return {
+        "name": info.get("name", "?"),
+        "source": info.get("source", "?"),
+        "classes": info.get("classes", []),
+        "image_size": info.get("image_size"),
+        "n": info.get("n", {}),
+        "split": split,
+        "version": dataset_version(prepared_dir) if info else "?",
+    }
 
 
-def _figures(figures: list[dict], section: str) -> list[str]:
+def _links(files: list[Path], report: Path) -> list[tuple[str, str]]:
+    """(label, href relative to the report) of each file that exists."""
+    base = report.parent.resolve()
     return [
-        f"<figure><img alt='{html.escape(f['file'])}' src='data:image/png;base64,"
-        f"{base64.b64encode(f['png']).decode()}'><figcaption>{html.escape(f['caption'])}"
-        "</figcaption></figure>"
-        for f in figures
-        if f["section"] == section and f["png"]
+        (p.as_posix(), Path(os.path.relpath(p.resolve(), base)).as_posix())
+        for p in files
+        if p.is_file()
     ]
 
 
-def _metric_rows(metrics: dict) -> list[dict]:
-    return [{"model": name, **m} for name, m in metrics.items()]
+def _named_pairs(pairs: list[dict] | None) -> list[dict]:
+    """Confused pairs without ia/ib (class indices for visualize; the names say the same)."""
+    return [{k: x for k, x in p.items() if k not in ("ia", "ib")} for p in pairs or []]
 
 
-def _table(rows: list[dict]) -> str:
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
-        for r in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _kv(pairs: dict) -> str:
-    return (
-        "<table>"
-        + "".join(
-            f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-            for k, v in pairs.items()
-        )
-        + "</table>"
-    )
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float) or (isinstance(v, str) and _is_float(v) and "." in v):
-        return f"{float(v):.4f}"
-    return str(v)
-
-
-def _is_float(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
-
-
-def _id(s: str) -> str:
+def _anchor(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in s)
 
 
 def _plain(x):
+    """Tuples -> lists, so yaml.safe_dump takes the params."""
     if isinstance(x, dict):
         return {k: _plain(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
@@ -273,7 +219,15 @@ def _csv(path: Path) -> list[dict]:
 
 def main() -> None:
     params = params_from_cli(__doc__)
-    print(f"report    {write_report(params=params).resolve()}")
+    outs = stage_outputs(params)
+    # re-rendered by hand: the id visualize gave this report (run.json), as publish does
+    run_id = (
+        params.publish.run_id or recorded_run_id(outs.figures_dir) or new_run_id(git_commit(None))
+    )
+    path = write_report(
+        Path(params.visualize.report), run_id=run_id, outs=outs, params=params.to_dict()
+    )
+    print(f"report    {path.resolve()}")
 
 
 if __name__ == "__main__":

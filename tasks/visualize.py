@@ -1,11 +1,12 @@
 """Stage `visualize`: models + samples + metrics/ -> figures/*.png and reports/report.html.
 
-    python -m tasks.visualize [--params params.yaml] [--set visualize.run_id=...]
+    python -m tasks.visualize [--params params.yaml] [--set publish.run_id=...]
 
 `figures()` computes every figure (a generator of `Item`s, nothing written); `render()`
 saves them one by one, so memory holds a single figure at a time, and records
-figures/figures.json (section, file, caption, seconds to build); `tasks.report` then
-builds the HTML. Which layers, images and filters are drawn comes from `visualize.*`.
+figures/figures.json (section, file, caption, seconds to build) and figures/run.json (the
+run id: publish.run_id, else a new one; publish names the run the same); `tasks.report`
+then builds the HTML. Which layers, images and filters are drawn comes from `visualize.*`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,23 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks import report
 from tasks.common import UserError, atomic_dir, atomic_write_json, run_main
 from tasks.dataset import Prepared, open_prepared
 from tasks.evaluate import confident_errors
 from tasks.figures import save
-from tasks.layout import COMPARISON, DETAILS, FIGURES, HISTORY, MODEL, PROBS, REPORT_RUN
-from tasks.params import EvaluateParams, Params, VisualizeParams, params_from_cli
+from tasks.layout import (
+    COMPARISON,
+    DETAILS,
+    FIGURES,
+    HISTORY,
+    MODEL,
+    PROBS,
+    REPORT_RUN,
+    SOURCE_MODEL,
+)
+from tasks.lineage import git_commit, new_run_id
+from tasks.params import VisualizeParams, params_from_cli
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +55,28 @@ class Loaded:
     name: str
     chain: object  # tasks.figures.network.Chain
     folder: Path
+
+
+def visualize(
+    *,
+    cfg: VisualizeParams,
+    prepared_dir: Path,
+    models_dir: Path,
+    metrics_dir: Path,
+    split: str,
+    source_model: Path | None,
+    run_id: str,
+) -> list[dict]:
+    """Every figure into cfg.out_dir, with run.json naming the run; returns figures.json."""
+    models = load_models(cfg.models, root=models_dir, source=source_model)
+    items = figures(
+        cfg=cfg,
+        prepared=open_prepared(prepared_dir),
+        split=split,
+        metrics_dir=metrics_dir,
+        models=models,
+    )
+    return render(items, Path(cfg.out_dir), dpi=cfg.dpi, run={"run_id": run_id})
 
 
 def load_models(names: tuple[str, ...], *, root: Path, source: Path | None) -> list[Loaded]:
@@ -77,21 +111,7 @@ def figures(
         label=int(labels[cfg.image_index]),
         chain=models[-1].chain,
     )
-    rows = _read_csv(metrics_dir / COMPARISON)
-    if rows:
-        from tasks.figures import curves
-
-        for r in rows:
-            r["accuracy"] = float(r["accuracy"])
-            for key in ("trainable_params", "unfrozen_layers"):  # "" = unknown
-                r[key] = int(r[key]) if r.get(key) not in (None, "") else None
-        yield Item(
-            "comparison",
-            "comparison",
-            "Test accuracy per model, and against "
-            "unfrozen layers and trainable backbone parameters (the unfreezing sweep)",
-            curves.comparison_figure(rows),
-        )
+    yield from comparison_figures(metrics_dir / COMPARISON)
     for m in models:
         if m.name != "source":  # the source classifier has other classes: no test metrics
             yield from model_figures(
@@ -102,7 +122,8 @@ def figures(
                 labels=labels,
                 classes=prepared.classes,
             )
-    yield from network_figures(models, cfg=cfg, image=image)
+    yield from activation_figures(models, cfg=cfg, image=image)
+    yield from filter_figures(models, cfg=cfg, image=image)
 
 
 def data_figures(
@@ -133,6 +154,39 @@ def data_figures(
     )
 
 
+def comparison_figures(comparison_csv: Path) -> Iterator[Item]:
+    """Accuracy per model and against what was unfrozen (evaluate's comparison.csv)."""
+    from tasks.figures import curves
+
+    rows = _read_csv(comparison_csv)
+    if not rows:
+        return
+    for r in rows:
+        r["accuracy"] = float(r["accuracy"])
+        for key in ("trainable_params", "unfrozen_layers"):  # "" = unknown
+            r[key] = int(r[key]) if r.get(key) not in (None, "") else None
+    yield Item(
+        "comparison",
+        "comparison",
+        "Test accuracy per model, and against "
+        "unfrozen layers and trainable backbone parameters (the unfreezing sweep)",
+        curves.comparison_figure(rows),
+    )
+
+
+@dataclass
+class Scored:
+    """One model's predictions on the evaluated split, and what they are of."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8 (memmap)
+    labels: np.ndarray  # (N,)
+    classes: list[str]
+    probs: np.ndarray  # (N, C), evaluate's probs.npy
+
+    def __post_init__(self) -> None:
+        self.y_pred = self.probs.argmax(axis=1)  # (N,)
+
+
 def model_figures(
     m: Loaded,
     *,
@@ -143,16 +197,13 @@ def model_figures(
     classes: list[str],
 ) -> Iterator[Item]:
     """Learning curves, confusion, errors, confused pairs and Grad-CAM of one model."""
-    from tasks.figures import curves, errors, gradcam
-    from tasks.figures.network import deepest_block
+    from tasks.figures import curves, errors
 
     if not (details / PROBS).is_file():
         raise UserError(
             f"{details}/probs.npy missing: {m.folder} was not evaluated; add it "
             "to evaluate.models and run the evaluate stage"
         )
-    probs = np.load(details / PROBS)  # (N, C)
-    y_pred = probs.argmax(axis=1)
     history = _read_json(m.folder / HISTORY)
     if history:
         yield Item(
@@ -167,55 +218,73 @@ def model_figures(
         "Confusion matrix: counts and row-normalised rates",
         errors.confusion_figure(np.load(details / "confusion.npy"), classes, title=m.name),
     )
-    wrong = confident_errors(labels, probs, cfg.misclassified)
+    scored = Scored(images, labels, classes, probs=np.load(details / PROBS))
+    pairs = _read_json(details / "pairs.json")[: cfg.pairs_shown]
+    yield from error_figures(m.name, scored, pairs=pairs, cfg=cfg)
+    yield from gradcam_figures(m, scored, cfg=cfg)
+
+
+def error_figures(
+    name: str, s: Scored, *, pairs: list[dict], cfg: VisualizeParams
+) -> Iterator[Item]:
+    """The most confidently wrong images, and examples of the most confused pairs."""
+    from tasks.figures import errors
+
+    wrong = confident_errors(s.labels, s.probs, cfg.misclassified)
     yield Item(
-        m.name,
-        f"{m.name}-misclassified",
+        name,
+        f"{name}-misclassified",
         "Most confidently wrong test images",
         errors.misclassified_figure(
-            np.asarray(images[wrong]),
-            labels[wrong],
-            y_pred[wrong],
-            probs[wrong, y_pred[wrong]],
-            classes,
+            np.asarray(s.images[wrong]),
+            s.labels[wrong],
+            s.y_pred[wrong],
+            s.probs[wrong, s.y_pred[wrong]],
+            s.classes,
         ),
     )
-    pairs = _read_json(details / "pairs.json")[: cfg.pairs_shown]
+    examples = [
+        pair_examples(p, s.labels, s.y_pred, s.probs, s.images, cfg.pair_examples) for p in pairs
+    ]
+    yield Item(
+        name,
+        f"{name}-pairs",
+        "Most confused class pairs, examples of both directions",
+        errors.pairs_figure(pairs, examples),
+    )
+
+
+def gradcam_figures(m: Loaded, s: Scored, *, cfg: VisualizeParams) -> Iterator[Item]:
+    """Grad-CAM of the predicted class on correct and wrong test images (none if no pick)."""
+    from tasks.figures import gradcam
+    from tasks.figures.network import deepest_block
+
+    pick = gradcam_picks(s.labels, s.probs, cfg.gradcam_images, seed=cfg.seed)
+    if not len(pick):
+        return
+    x = np.asarray(s.images[pick])  # (n, S, S, 3) uint8
+    layer = cfg.gradcam_layer
+    if layer == "auto":
+        layer = deepest_block(m.chain, x[0], min_side=cfg.gradcam_min_side)
+    maps, explained = gradcam.gradcam(m.chain, x, layer=layer)
+    caps = [
+        f"{'ok' if s.labels[i] == s.y_pred[i] else 'WRONG'}: {s.classes[s.labels[i]]} -> "
+        f"{s.classes[c]} {s.probs[i, c]:.0%}"
+        for i, c in zip(pick, explained, strict=True)
+    ]
     yield Item(
         m.name,
-        f"{m.name}-pairs",
-        "Most confused class pairs, examples of both directions",
-        errors.pairs_figure(
-            pairs,
-            [pair_examples(p, labels, y_pred, probs, images, cfg.pair_examples) for p in pairs],
-        ),
+        f"{m.name}-gradcam",
+        f"Grad-CAM of {layer} for the predicted class, correct and wrong test images",
+        gradcam.gradcam_figure(x, maps, caps, title=m.name),
     )
-    pick = gradcam_picks(labels, probs, cfg.gradcam_images, seed=cfg.seed)
-    if len(pick):
-        x = np.asarray(images[pick])  # (n, S, S, 3) uint8
-        layer = cfg.gradcam_layer
-        if layer == "auto":
-            layer = deepest_block(m.chain, x[0], min_side=cfg.gradcam_min_side)
-        maps, explained = gradcam.gradcam(m.chain, x, layer=layer)
-        caps = [
-            f"{'ok' if labels[i] == y_pred[i] else 'WRONG'}: {classes[labels[i]]} -> "
-            f"{classes[c]} {probs[i, c]:.0%}"
-            for i, c in zip(pick, explained, strict=True)
-        ]
-        yield Item(
-            m.name,
-            f"{m.name}-gradcam",
-            f"Grad-CAM of {layer} for the predicted class, correct and wrong test images",
-            gradcam.gradcam_figure(x, maps, caps, title=m.name),
-        )
 
 
-def network_figures(
+def activation_figures(
     models: list[Loaded], *, cfg: VisualizeParams, image: np.ndarray
 ) -> Iterator[Item]:
-    """Activations and filters, every model side by side."""
+    """Feature maps of each activation layer, every model side by side."""
     from tasks.figures import activations as act
-    from tasks.figures import filters
 
     for layer in cfg.activation_layers:
         maps = {m.name: act.activations(m.chain, image, [layer])[layer] for m in models}
@@ -226,6 +295,14 @@ def network_figures(
             f"image {cfg.image_index}, same channels in every model",
             act.activations_figure(maps, layer=layer, channels=cfg.activation_channels),
         )
+
+
+def filter_figures(
+    models: list[Loaded], *, cfg: VisualizeParams, image: np.ndarray
+) -> Iterator[Item]:
+    """First convolution kernels and gradient-ascent patterns, every model side by side."""
+    from tasks.figures import filters
+
     tiles = {m.name: filters.kernels(m.chain, cfg.first_conv_layer) for m in models}
     yield Item(
         "filters",
@@ -313,27 +390,6 @@ def render(
     return records
 
 
-def visualize(*, params: Params) -> Path:
-    """Render every figure, then the report; returns the report's path."""
-    from tasks import report
-
-    cfg: VisualizeParams = params.visualize
-    ev: EvaluateParams = params.evaluate
-    prepared = open_prepared(params.data.prepared_dir)
-    source = Path(params.backbone.out_dir) / MODEL if cfg.source_model else None
-    models = load_models(cfg.models, root=Path(params.train.models_dir), source=source)
-    run = report.run_id(params.publish.run_id)
-    render(
-        figures(
-            cfg=cfg, prepared=prepared, split=ev.split, metrics_dir=Path(ev.out_dir), models=models
-        ),
-        Path(cfg.out_dir),
-        dpi=cfg.dpi,
-        run={"run_id": run},
-    )
-    return report.write_report(params=params, run=run)
-
-
 def _read_csv(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -347,7 +403,19 @@ def _read_json(path: Path):
 
 def main() -> None:
     params = params_from_cli(__doc__)
-    path = visualize(params=params)
+    vz = params.visualize
+    outs = report.stage_outputs(params)
+    run_id = params.publish.run_id or new_run_id(git_commit(None))  # publish reads run.json
+    visualize(
+        cfg=vz,
+        prepared_dir=outs.prepared_dir,
+        models_dir=outs.models_dir,
+        metrics_dir=outs.metrics_dir,
+        split=outs.split,
+        source_model=Path(params.backbone.out_dir) / SOURCE_MODEL if vz.source_model else None,
+        run_id=run_id,
+    )
+    path = report.write_report(Path(vz.report), run_id=run_id, outs=outs, params=params.to_dict())
     print(f"report    {path.resolve()}")
 
 

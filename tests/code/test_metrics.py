@@ -55,6 +55,21 @@ def test_scalar_metrics_match_hand_computed_values():
         assert m[k] == pytest.approx(v), k
 
 
+def test_a_class_absent_from_the_test_split_is_still_a_class():
+    # no truck in this test split; the model still has 3 outputs (predictions 0 1 1 2)
+    m = compute_metrics(np.array([0, 0, 1, 1]), P[[0, 1, 3, 4]], top_k=2)
+    assert m["accuracy"] == pytest.approx(2 / 4)
+    assert m["top2_accuracy"] == pytest.approx(3 / 4)  # only dog -> truck misses the top 2
+    assert m["loss"] == pytest.approx(-np.log([0.7, 0.4, 0.8, 0.1]).mean())
+    assert m["recall_macro"] == pytest.approx((1 / 2 + 1 / 2 + 0) / 3)  # truck: no support
+
+
+def test_a_sure_miss_costs_what_keras_reports():
+    # probability 0 for the true class: clipped at Keras's 1e-7, not at float64's eps
+    m = compute_metrics(np.array([0, 1]), np.array([[0.0, 1.0], [0.0, 1.0]]), top_k=5)
+    assert m["loss"] == pytest.approx(-np.log(1e-7) / 2)
+
+
 def test_top_k_is_only_reported_with_more_than_k_classes():
     assert "top5_accuracy" not in compute_metrics(Y, P, top_k=5)  # 3 classes
 

@@ -221,14 +221,22 @@ def test_report_opens_in_chromium_with_every_image_and_link(tmp_path, monkeypatc
 
 
 def test_report_without_validation_and_dataset_version(tmp_path, monkeypatch):
+    from tasks.lineage import dataset_version
     from tasks.params import load_params
-    from tasks.report import build_html, collect, dataset_version
+    from tasks.report import build_html, collect, stage_outputs
 
     splits = {"test": (random_images(3, 8), np.array([0, 1, 2]))}
     prepared = write_prepared(tmp_path / "data/prepared", splits, CLASSES)
     (tmp_path / "params.yaml").write_text(params_yaml({"data": {"prepared_dir": "data/prepared"}}))
     monkeypatch.chdir(tmp_path)
-    page = build_html(collect(load_params(), report_path=Path("reports/report.html")))
+    params = load_params()
+    ctx = collect(
+        stage_outputs(params),
+        run_id="r1",
+        params=params.to_dict(),
+        report=Path("reports/report.html"),
+    )
+    page = build_html(ctx)
     assert "no validation summary found" in page and "<img" not in page
 
     # the version follows the data: a changed pixel is a new version; dvc.lock wins if present
@@ -242,3 +250,23 @@ def test_report_without_validation_and_dataset_version(tmp_path, monkeypatch):
         "    - path: data/prepared\n      md5: abc123.dir\n"
     )
     assert dataset_version(Path("data/prepared")) == "md5:abc123.dir"
+
+
+def test_a_report_rebuilt_by_hand_keeps_the_run_id_visualize_gave(tmp_path, monkeypatch, capsys):
+    from tasks import report
+
+    splits = {"test": (random_images(3, 8), np.array([0, 1, 2]))}
+    write_prepared(tmp_path / "data/prepared", splits, CLASSES)
+    (tmp_path / "params.yaml").write_text("data: {prepared_dir: data/prepared}\n")
+    _folder(tmp_path / "figures")
+    (tmp_path / "figures/run.json").write_text('{"run_id": "20261122T1200Z-abc"}')
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/metrics.json").write_text('{"m<1>": {"accuracy": 0.5, "n_images": 3}}')
+    monkeypatch.chdir(tmp_path)
+    run_stage(report, monkeypatch)
+    assert f"report    {tmp_path / 'reports/report.html'}" in capsys.readouterr().out
+    page = (tmp_path / "reports/report.html").read_text()
+    assert "<h1>Run 20261122T1200Z-abc</h1>" in page
+    # a model name is text, never markup; numbers are shown to 4 decimals
+    assert '<h2 id="m-1-">m&lt;1&gt;</h2>' in page
+    assert "<td>m&lt;1&gt;</td><td>0.5000</td><td>3</td>" in page
