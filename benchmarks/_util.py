@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +52,34 @@ def table(headers: list[str], rows: list[list]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def alternating(
+    runs: dict[str, Callable[[], float]], *, repeats: int = 5, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Each run's samples over `repeats` rounds, the order alternating (AB, BA, AB, ...).
+
+    Every callable returns one measurement (seconds, or a rate); `warmup` rounds first call
+    each one untimed, so tracing and compiling of the measured function stay out of the
+    samples. Alternating keeps a slow phase of a shared machine from landing on one side.
+    """
+    names = list(runs)
+    for _ in range(warmup):
+        for name in names:
+            runs[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(repeats):
+        for name in names if i % 2 == 0 else reversed(names):
+            samples[name].append(runs[name]())
+    return samples
+
+
+def median_spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    """`median (min-max)` of the samples."""
+    mid, low, high = (fmt.format(v) for v in (statistics.median(values), min(values), max(values)))
+    return f"{mid} ({low}-{high})"
+
+
+def ratio_samples(a: list[float], b: list[float]) -> list[float]:
+    """Per-round ratios a[i] / b[i]: each round measured both sides back to back."""
+    return [x / y for x, y in zip(a, b, strict=True)]

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._util import ROOT, run_measured, table
+from benchmarks._util import ROOT, alternating, median_spread, ratio_samples, run_measured, table
 
-EPOCHS = 3
+REPEATS = 5  # samples per side, alternating, after one warm-up each (median and min-max shown)
 RSS_LIMIT_MIB = 3072
 
 
@@ -70,7 +70,7 @@ def cached_vs_frozen() -> list[list]:
     fx, fvx = embed(extractor, x, batch_size=64), embed(extractor, vx, batch_size=64)
     extract_s = time.perf_counter() - start
 
-    results = {}
+    trainers = {}
     for mode in ("cached", "frozen"):
         keras.utils.set_random_seed(0)
         head = build_head(num_classes=k, seed=0)
@@ -86,79 +86,82 @@ def cached_vs_frozen() -> list[list]:
         training.compile_model(trainer, optimizer="adam", learning_rate=1e-3)
         ds = training.array_dataset(tx, y, num_classes=k, batch_size=32, shuffle=True)
         val = training.array_dataset(vxx, vy, num_classes=k, batch_size=64)
-        trainer.fit(ds.take(1), verbose=0)  # build + trace outside the timing
-        keras.utils.set_random_seed(0)
-        start = time.perf_counter()
-        trainer.fit(ds, epochs=EPOCHS, verbose=0)
-        per_epoch = (time.perf_counter() - start) / EPOCHS
-        _, acc = trainer.evaluate(val, verbose=0)
-        results[mode] = (per_epoch, acc)
-    (c_s, c_acc), (f_s, f_acc) = results["cached"], results["frozen"]
+        trainers[mode] = (trainer, ds, val)
+
+    def epoch(mode: str):
+        trainer, ds, _ = trainers[mode]
+        return lambda: _timed(lambda: trainer.fit(ds, epochs=1, verbose=0))
+
+    # one epoch a sample; the warm-up epoch traces fit outside the timing
+    seconds = alternating({m: epoch(m) for m in trainers}, repeats=REPEATS)
+    acc = {m: trainers[m][0].evaluate(trainers[m][2], verbose=0)[1] for m in trainers}
+    speedup = ratio_samples(seconds["frozen"], seconds["cached"])
     return [
         [
-            f"head, {EPOCHS} epochs ({what})",
+            f"head epoch ({what}), {REPEATS}+1 epochs each",
             "s/epoch",
-            f"{c_s:.3f}",
-            f"{f_s:.2f}",
-            f"{f_s / c_s:.0f}x",
+            median_spread(seconds["cached"], "{:.3f}"),
+            median_spread(seconds["frozen"]),
+            median_spread(speedup, "{:.0f}x"),
             ">= 20x",
         ],
         [
-            "head val accuracy",
+            "head val accuracy after them",
             "%",
-            f"{100 * c_acc:.1f}",
-            f"{100 * f_acc:.1f}",
-            f"{100 * (c_acc - f_acc):+.1f} pt",
+            f"{100 * acc['cached']:.1f}",
+            f"{100 * acc['frozen']:.1f}",
+            f"{100 * (acc['cached'] - acc['frozen']):+.1f} pt",
             "within 1 pt",
         ],
         ["one-time feature extraction", "s", f"{extract_s:.1f}", "-", "-", ""],
     ]
 
 
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def pipeline_vs_in_memory() -> list[list]:
+    # a few seconds per sample at either size
+    return [_pipeline_row(size=32, n=1024), _pipeline_row(size=64, n=512)]
+
+
+def _pipeline_row(*, size: int, n: int, k: int = 10) -> list:
     import keras
 
     from tasks import training
     from tasks.model import build_backbone, build_model, freeze
 
-    rows = []
-    n, k = 512, 10
-    for size in (32, 64):
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-        y = rng.integers(0, k, n)
-        with tempfile.TemporaryDirectory() as tmp:
-            np.save(Path(tmp) / "x.npy", x)
-            mm = np.load(Path(tmp) / "x.npy", mmap_mode="r")
-            keras.utils.set_random_seed(0)
-            base = build_backbone(None)
-            freeze(base)
-            model = build_model(num_classes=k, input_size=size, image_size=size, backbone=base)
-            training.compile_model(model, optimizer="adam", learning_rate=1e-3)
-            onehot = np.eye(k, dtype=np.float32)[y]
-            ds = training.array_dataset(mm, y, num_classes=k, batch_size=32, shuffle=True)
-            model.fit(x[:64], onehot[:64], batch_size=32, verbose=0)  # trace both paths once
-            model.fit(ds.take(2), verbose=0)
-            rates = {}
-            for name, args in (
-                ("in-memory", {"x": x, "y": onehot, "batch_size": 32, "shuffle": True}),
-                ("pipeline", {"x": ds}),
-            ):
-                start = time.perf_counter()
-                model.fit(**args, verbose=0)
-                rates[name] = n / (time.perf_counter() - start)
-        ratio = rates["pipeline"] / rates["in-memory"]
-        rows.append(
-            [
-                f"images/s at {size} px",
-                "img/s",
-                f"{rates['pipeline']:.0f}",
-                f"{rates['in-memory']:.0f}",
-                f"{ratio:.2f}",
-                ">= 0.90",
-            ]
-        )
-    return rows
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    y = rng.integers(0, k, n)
+    onehot = np.eye(k, dtype=np.float32)[y]
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "x.npy", x)
+        mm = np.load(Path(tmp) / "x.npy", mmap_mode="r")
+        keras.utils.set_random_seed(0)
+        base = build_backbone(None)
+        freeze(base)
+        model = build_model(num_classes=k, input_size=size, image_size=size, backbone=base)
+        training.compile_model(model, optimizer="adam", learning_rate=1e-3)
+        ds = training.array_dataset(mm, y, num_classes=k, batch_size=32, shuffle=True)
+        fits = {  # img/s of one epoch
+            "pipeline": lambda: n / _timed(lambda: model.fit(ds, verbose=0)),
+            "in-memory": lambda: (
+                n / _timed(lambda: model.fit(x, onehot, batch_size=32, shuffle=True, verbose=0))
+            ),
+        }
+        rates = alternating(fits, repeats=REPEATS)
+    return [
+        f"images/s at {size} px ({n} images an epoch)",
+        "img/s",
+        median_spread(rates["pipeline"], "{:.0f}"),
+        median_spread(rates["in-memory"], "{:.0f}"),
+        median_spread(ratio_samples(rates["pipeline"], rates["in-memory"])),
+        ">= 0.90",
+    ]
 
 
 def rss_child(folder: str) -> None:
@@ -203,52 +206,50 @@ def peak_rss() -> list[list]:
     ]
 
 
-def source_step_xla(steps: int = 8, batch: int = 32) -> list[list]:
+def source_step_xla(steps: int = 4, batch: int = 32) -> list[list]:
     import keras
 
     from tasks import training
     from tasks.model import build_head, build_model
 
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (batch * (steps + 1), 32, 32, 3), dtype=np.uint8)
+    x = rng.integers(0, 256, (batch * steps, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 9, len(x))
-    seconds = {}
+    steps_of = {}
     for xla in (True, False):
         keras.utils.set_random_seed(0)
         model = build_model(num_classes=9, input_size=32, image_size=32, base_training=None)
         training.compile_model(model, optimizer="adam", learning_rate=3e-4, jit_compile=xla)
         ds = training.array_dataset(x, y, num_classes=9, batch_size=batch)
-        model.fit(ds.take(1), verbose=0)  # build + trace/compile outside the timing
-        start = time.perf_counter()
-        model.fit(ds.skip(1), verbose=0)
-        seconds[xla] = (time.perf_counter() - start) / steps
-    head_s = {}
+        steps_of["on" if xla else "off"] = lambda m=model, d=ds: (
+            _timed(lambda: m.fit(d, verbose=0)) / steps
+        )
+    step_s = alternating(steps_of, repeats=REPEATS)
     fx = rng.random((1300, 2048), dtype=np.float32)
     fy = rng.integers(0, 10, len(fx))
+    heads = {}
     for xla in (True, False):
         keras.utils.set_random_seed(0)
         head = build_head(num_classes=10, units=(128, 64), dropout=0.2, seed=0)
         training.compile_model(head, optimizer="adam", learning_rate=1e-3, jit_compile=xla)
         ds = training.array_dataset(fx, fy, num_classes=10, batch_size=batch, shuffle=True)
-        head.fit(ds, verbose=0)
-        start = time.perf_counter()
-        head.fit(ds, epochs=3, verbose=0)
-        head_s[xla] = (time.perf_counter() - start) / 3
+        heads["on" if xla else "off"] = lambda h=head, d=ds: _timed(lambda: h.fit(d, verbose=0))
+    head_s = alternating(heads, repeats=REPEATS)
     return [
         [
             "head [128, 64] + dropout on 1,300 cached features",
             "s/epoch",
-            f"{head_s[True]:.2f}",
-            f"{head_s[False]:.2f}",
-            f"{head_s[False] / head_s[True]:.2f}x",
+            median_spread(head_s["on"]),
+            median_spread(head_s["off"]),
+            median_spread(ratio_samples(head_s["off"], head_s["on"]), "{:.2f}x"),
             "(XLA on vs off: off is used)",
         ],
         [
             f"source train step, batch {batch}, 32 px",
             "s/step",
-            f"{seconds[True]:.2f}",
-            f"{seconds[False]:.2f}",
-            f"{seconds[False] / seconds[True]:.1f}x",
+            median_spread(step_s["on"]),
+            median_spread(step_s["off"]),
+            median_spread(ratio_samples(step_s["off"], step_s["on"]), "{:.1f}x"),
             "(XLA on vs off)",
         ],
     ]
@@ -259,8 +260,9 @@ def main() -> None:
     print(table(["measure", "unit", "ours", "baseline", "ratio", "target"], rows))
     print(
         "baseline: the frozen ResNet-50 every epoch (1), model.fit on in-memory numpy (2), "
-        "the same step without XLA (4). "
-        "The machine's 2 cores are shared: timings are noisy."
+        f"the same step without XLA (4). Each cell: median (min-max) of {REPEATS} samples "
+        "per side, taken alternately after a warm-up that traces the measured function; "
+        "a ratio is the median of per-round ratios."
     )
 
 
