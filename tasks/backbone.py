@@ -13,8 +13,8 @@
 
 Writes backbone.weights.h5 (the base, include_top=False), backbone.json (where it came
 from; for the source model its classes and val accuracy) and, for the source case,
-model.keras (the source classifier). The stage refuses to run on data whose validation
-failed. A killed source training resumes from its last finished epoch.
+model.keras (the source classifier) and dvclive/ (its epochs). The stage refuses to run on
+data whose validation failed. A killed source training resumes from its last finished epoch.
 """
 
 from __future__ import annotations
