@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -269,7 +270,7 @@ def fit_phase(
     reduce_lr_factor: float,
     min_lr: float,
     live_dir: Path | None = None,
-    earlier_rows: list[dict] = (),
+    earlier_rows: Sequence[dict] = (),
     baseline_val_loss: float | None = None,
     target_val_accuracy: float | None = None,
 ) -> list[dict]:
