@@ -13,14 +13,15 @@
 
 Writes backbone.weights.h5 (the base, include_top=False), backbone.json (where it came
 from; for the source model its classes and val accuracy) and, for the source case,
-model.keras (the source classifier). The stage refuses to run on data whose validation
-failed. A killed source training resumes from its last finished epoch.
+model.keras (the source classifier) and dvclive/ (its epochs). The stage refuses to run on
+data whose validation failed. A killed source training resumes from its last finished epoch.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from tasks.common import UserError, atomic_dir, atomic_write_json, file_digest, 
 from tasks.dataset import Prepared, open_prepared
 from tasks.layout import BACKBONE_INFO as INFO_FILE
 from tasks.layout import BACKBONE_WEIGHTS as WEIGHTS_FILE
-from tasks.layout import SOURCE_MODEL
+from tasks.layout import LIVE, SOURCE_MODEL
 from tasks.params import BackboneParams, ParamsError, TrainParams, params_from_cli
 
 log = logging.getLogger(__name__)
@@ -66,17 +67,21 @@ def build_backbone_stage(
     """Produce `out` (weights + info, + the source model); returns the info written."""
     from tasks import hardware
     from tasks.model import backbone_of, build_backbone
+    from tasks.training import discard_state
 
     plan, strategy = hardware.setup(
         mixed_precision=train.mixed_precision, xla=train.xla, distribute=train.distribute
     )
+    state = Path(train.checkpoint_dir) / "backbone"  # the source training's resume state
     with atomic_dir(out) as tmp:
         if cfg.weights == "source":
             with strategy.scope():
                 model, info = train_source(
-                    prepared=prepared, cfg=cfg, train=train, jit_compile=plan.xla
+                    prepared=prepared, cfg=cfg, train=train, state_dir=state, jit_compile=plan.xla
                 )
             model.save(tmp / SOURCE_MODEL)
+            if (state / LIVE).is_dir():
+                shutil.copytree(state / LIVE, tmp / LIVE)
             base = backbone_of(model)
         else:
             with tempfile.TemporaryDirectory() as scratch:
@@ -96,6 +101,7 @@ def build_backbone_stage(
             "weights_sha256": file_digest(tmp / WEIGHTS_FILE),
         }
         atomic_write_json(tmp / INFO_FILE, info)
+    discard_state(state)
     return info
 
 
@@ -144,47 +150,113 @@ def source_split(
 
 
 def train_source(
-    *, prepared: Prepared, cfg: BackboneParams, train: TrainParams, jit_compile: bool = False
+    *,
+    prepared: Prepared,
+    cfg: BackboneParams,
+    train: TrainParams,
+    state_dir: Path,
+    jit_compile: bool = False,
 ):
-    """Train the source classifier (base from random weights) without the held-out classes."""
+    """Train the source classifier (base from random weights) without the held-out classes;
+    (model, info). Resumable from `state_dir`, which the caller removes once it is saved."""
     import keras
 
     from tasks import training
-    from tasks.model import backbone_of, build_model
 
-    classes = prepared.classes
-    unknown = [c for c in cfg.holdout if c not in classes]
+    keep = source_classes(prepared.classes, holdout=cfg.holdout)
+    keras.utils.set_random_seed(train.seed)
+    train_ds, val_ds = source_sets(prepared, keep, batch_size=cfg.batch_size, seed=train.seed)
+    model = source_model(
+        num_classes=len(keep),
+        input_size=prepared.image_size,
+        image_size=train.image_size,
+        bn_momentum=cfg.bn_momentum,
+        seed=train.seed,
+    )
+    training.compile_model(
+        model, optimizer=train.optimizer, learning_rate=cfg.learning_rate, jit_compile=jit_compile
+    )
+    history = training.fit_phase(
+        model,
+        train_ds,
+        val_ds,
+        name="source",
+        epochs=cfg.epochs,
+        state_dir=state_dir,
+        fingerprint=source_fingerprint(cfg, train, prepared=prepared),
+        patience=cfg.patience,
+        reduce_lr_patience=train.reduce_lr_patience,
+        reduce_lr_factor=train.reduce_lr_factor,
+        min_lr=train.min_lr,
+        live_dir=state_dir / LIVE,
+        target_val_accuracy=cfg.target_val_accuracy,
+    )
+    _, val_acc = model.evaluate(val_ds, verbose=0)
+    check_source(val_acc, cfg=cfg, classes=len(keep))
+    info = {
+        "weights": "source",
+        "holdout": list(cfg.holdout),
+        "classes": [prepared.classes[i] for i in keep],
+        "val_accuracy": round(float(val_acc), 4),
+        "epochs": len(history),
+        "seconds": round(sum(r["seconds"] for r in history), 1),
+        "history": history,
+    }
+    return model, info
+
+
+def source_sets(prepared: Prepared, keep: list[int], *, batch_size: int, seed: int):
+    """(train, val) batches of the `keep` classes only, train reshuffled every epoch."""
+    from tasks.training import array_dataset
+
+    x, y, rows = source_split(prepared, "train", keep)
+    vx, vy, vrows = source_split(prepared, "val", keep)
+    if not len(vrows):
+        raise UserError("the source model needs a validation split; set prepare.val_fraction")
+    data = {"num_classes": len(keep), "batch_size": batch_size}
+    train = array_dataset(x, y, rows=rows, shuffle=True, seed=seed, **data)
+    return train, array_dataset(vx, vy, rows=vrows, **data)
+
+
+def source_classes(classes: list[str], *, holdout: list[str]) -> list[int]:
+    """Indices of the classes the source model learns: all but `holdout` (at least 2)."""
+    unknown = [c for c in holdout if c not in classes]
     if unknown:
         raise ParamsError(
             "backbone.holdout",
             f"{unknown} not in the dataset; its classes are: {', '.join(classes)}",
         )
-    keep = [i for i, c in enumerate(classes) if c not in cfg.holdout]
+    keep = [i for i, c in enumerate(classes) if c not in holdout]
     if len(keep) < 2:
         raise ParamsError("backbone.holdout", "leaves fewer than 2 classes to train on")
-    keras.utils.set_random_seed(train.seed)
-    x, y, rows = source_split(prepared, "train", keep)
-    vx, vy, vrows = source_split(prepared, "val", keep)
-    if not len(vrows):
-        raise UserError("the source model needs a validation split; set prepare.val_fraction")
-    data = {"num_classes": len(keep), "batch_size": cfg.batch_size}
-    train_ds = training.array_dataset(x, y, rows=rows, shuffle=True, seed=train.seed, **data)
-    val_ds = training.array_dataset(vx, vy, rows=vrows, **data)
+    return keep
+
+
+def source_model(*, num_classes: int, input_size: int, image_size: int, bn_momentum: float, seed):
+    """A full model whose ResNet-50 base learns from random weights, BatchNorm included."""
+    import keras
+
+    from tasks.model import backbone_of, build_model
+
     # base_training=None: a base learning from random weights must train its BatchNorm
     model = build_model(
-        num_classes=len(keep),
-        input_size=prepared.image_size,
-        image_size=train.image_size,
+        num_classes=num_classes,
+        input_size=input_size,
+        image_size=image_size,
         base_training=None,
-        seed=train.seed,
+        seed=seed,
     )
     for layer in backbone_of(model).layers:
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = cfg.bn_momentum  # read when the train step is traced
-    training.compile_model(
-        model, optimizer=train.optimizer, learning_rate=cfg.learning_rate, jit_compile=jit_compile
-    )
-    fingerprint = training.config_fingerprint(
+            layer.momentum = bn_momentum  # read when the train step is traced
+    return model
+
+
+def source_fingerprint(cfg: BackboneParams, train: TrainParams, *, prepared: Prepared) -> str:
+    """Names the source training's configuration (its resume state is kept under it)."""
+    from tasks.training import config_fingerprint
+
+    return config_fingerprint(
         cfg,
         prepared.info,
         train.image_size,
@@ -194,45 +266,22 @@ def train_source(
         train.reduce_lr_factor,
         train.min_lr,
     )
-    state = Path(train.checkpoint_dir) / "backbone"
-    rows_log = training.fit_phase(
-        model,
-        train_ds,
-        val_ds,
-        name="source",
-        epochs=cfg.epochs,
-        state_dir=state,
-        fingerprint=fingerprint,
-        patience=cfg.patience,
-        reduce_lr_patience=train.reduce_lr_patience,
-        reduce_lr_factor=train.reduce_lr_factor,
-        min_lr=train.min_lr,
-        target_val_accuracy=cfg.target_val_accuracy,
-    )
-    _, val_acc = model.evaluate(val_ds, verbose=0)
+
+
+def check_source(val_accuracy: float, *, cfg: BackboneParams, classes: int) -> None:
+    """Log the source model's val accuracy; stop below backbone.min_val_accuracy."""
     log.info(
         "source model: val accuracy %.4f on %d classes (held out: %s)",
-        val_acc,
-        len(keep),
+        val_accuracy,
+        classes,
         ", ".join(cfg.holdout),
     )
-    if val_acc < cfg.min_val_accuracy:
+    if val_accuracy < cfg.min_val_accuracy:
         raise UserError(
-            f"the source model reached val accuracy {val_acc:.3f} < "
+            f"the source model reached val accuracy {val_accuracy:.3f} < "
             f"backbone.min_val_accuracy {cfg.min_val_accuracy}; train longer "
             "(backbone.epochs) or tune backbone.learning_rate"
         )
-    training.discard_state(state)
-    info = {
-        "weights": "source",
-        "holdout": list(cfg.holdout),
-        "classes": [classes[i] for i in keep],
-        "val_accuracy": round(float(val_acc), 4),
-        "epochs": len(rows_log),
-        "seconds": round(sum(r["seconds"] for r in rows_log), 1),
-        "history": rows_log,
-    }
-    return model, info
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 MODEL = "model.keras"  # uint8 images in, class probabilities out (tasks.model)
 HISTORY = "history.json"  # {"phases": [{"name", "epochs": [{epoch, loss, ...}]}]}
 TRAIN_INFO = "train.json"  # what was trained: strategy, unfrozen layers, params, timing
+LIVE = "dvclive"  # DVCLive's per-epoch log (metrics.json, plots/metrics/*.tsv), also the backbone's
 
 # the backbone's folder (backbone.out_dir)
 BACKBONE_WEIGHTS = "backbone.weights.h5"  # the base's weights: every transfer stage starts here

@@ -11,23 +11,24 @@ fine_tune           phase 1 = feature extraction (the head converges on a frozen
                     frozen and in inference mode) at `train.fine_tune.learning_rate`.
 sweep               fine_tune for every N in train.sweep.unfreeze x train.sweep.augment.
 
-Every run folder holds model.keras (the full uint8-in model), history.json/.csv, train.json
-and tensorboard/; it appears only when the run finishes. Killed? Re-run the same command:
+Every run folder holds model.keras (the full uint8-in model), history.json (per phase and
+epoch), train.json and dvclive/ (the same epochs as DVCLive logs them, for `dvc plots` and
+`dvc exp show`); it appears only when the run finishes. Killed? Re-run the same command:
 it continues after the last finished epoch (state in train.checkpoint_dir).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tasks.common import atomic_dir, atomic_write_json, file_digest, run_main
 from tasks.dataset import Prepared, open_prepared
-from tasks.layout import HISTORY, MODEL, TRAIN_INFO
+from tasks.layout import HISTORY, LIVE, MODEL, TRAIN_INFO
 from tasks.params import TrainParams, Unfreeze, params_from_cli
 
 log = logging.getLogger(__name__)
@@ -47,19 +48,10 @@ class Run:
 def runs_for(cfg: TrainParams) -> list[Run]:
     """The runs `train.strategy` asks for, in order."""
     models = Path(cfg.models_dir)
-    if cfg.strategy == "feature_extraction":
+    if cfg.strategy != "sweep":
+        unfreeze = cfg.unfreeze if cfg.strategy == "fine_tune" else None
         return [
-            Run(
-                "feature_extraction",
-                None,
-                cfg.augment.enabled,
-                models / "feature_extraction",
-                "feature_extraction",
-            )
-        ]
-    if cfg.strategy == "fine_tune":
-        return [
-            Run("fine_tune", cfg.unfreeze, cfg.augment.enabled, models / "fine_tune", "fine_tune")
+            Run(cfg.strategy, unfreeze, cfg.augment.enabled, models / cfg.strategy, cfg.strategy)
         ]
     out = []
     for n in cfg.sweep.unfreeze:
@@ -67,6 +59,27 @@ def runs_for(cfg: TrainParams) -> list[Run]:
             name = f"unfreeze-{n}-aug-{'yes' if aug else 'no'}"
             out.append(Run("fine_tune", n, aug, models / "sweep" / name, f"sweep/{name}"))
     return out
+
+
+@dataclass(frozen=True)
+class Phases:
+    """What both phases of a run share: its params, devices, and how to compile and fit."""
+
+    cfg: TrainParams
+    strategy: Any  # tf.distribute strategy the model is built and compiled under
+    jit_compile: bool
+    fit: dict  # fit_phase's settings: resume state, early stopping, lr schedule, DVCLive
+
+    def compile(self, model, *, learning_rate: float, xla: bool = True) -> None:
+        from tasks.training import compile_model
+
+        compile_model(
+            model,
+            optimizer=self.cfg.optimizer,
+            learning_rate=learning_rate,
+            label_smoothing=self.cfg.label_smoothing,
+            jit_compile=self.jit_compile and xla,
+        )
 
 
 def train_run(
@@ -78,141 +91,149 @@ def train_run(
     jit_compile: bool = False,
     strategy=None,
 ) -> dict:
-    """Train one run into `run.out` (atomically); returns its train.json."""
+    """Build the model, train the head, fine-tune, save into `run.out` (atomically); returns
+    its train.json."""
     import keras
     import tensorflow as tf
 
     from tasks import training
     from tasks.features import open_features
-    from tasks.model import build_backbone, build_head, build_model, freeze, unfreeze
 
-    strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(cfg.seed)
-    classes = prepared.classes
-    k, state = len(classes), Path(cfg.checkpoint_dir) / run.name
-    aug_cfg = dataclasses.replace(cfg.augment, enabled=run.augment)
+    state = Path(cfg.checkpoint_dir) / run.name
     fingerprint = training.config_fingerprint(run, cfg, prepared.info, file_digest(weights))
-    with strategy.scope():
-        base = build_backbone(weights)
-        freeze(base)
-        head = build_head(
-            num_classes=k,
-            units=cfg.units,
-            activation=cfg.activation,
-            dropout=cfg.dropout,
-            seed=cfg.seed,
+    phases = Phases(
+        cfg=cfg,
+        strategy=strategy or tf.distribute.get_strategy(),
+        jit_compile=jit_compile,
+        fit=fit_settings(cfg, state_dir=state, fingerprint=fingerprint),
+    )
+    with phases.strategy.scope():
+        model = build(cfg, augment=run.augment, prepared=prepared, weights=weights)
+    images = _datasets({s: prepared.images(s) for s in ("train", "val")}, prepared, cfg)
+    if run.augment:  # every epoch sees new images: no cache possible
+        head_sets = images
+    else:  # the base is frozen and deterministic: the head trains on its cached embeddings
+        feats = open_features(Path(cfg.features_dir), weights=weights, image_size=cfg.image_size)
+        head_sets = _datasets(feats, prepared, cfg)
+    history = {"head": train_head(model, phases, sets=head_sets, embedded=not run.augment)}
+    unfrozen = None
+    if run.strategy == "fine_tune" and cfg.fine_tune.epochs:
+        unfrozen, history["fine_tune"] = fine_tune(
+            model, phases, layers=run.unfreeze, sets=images, head_rows=history["head"]
         )
-        model = build_model(
-            num_classes=k,
-            input_size=prepared.image_size,
-            image_size=cfg.image_size,
-            backbone=base,
-            head=head,
-            augment=training.build_augment(aug_cfg, seed=cfg.seed),
-        )
-    opt = {
-        "optimizer": cfg.optimizer,
-        "label_smoothing": cfg.label_smoothing,
-        "jit_compile": jit_compile,
-    }
-    fit = {
-        "state_dir": state,
+    # for evaluate() only: one pass over val is cheaper than compiling it with XLA
+    phases.compile(model, learning_rate=cfg.learning_rate, xla=False)
+    _, val_acc = model.evaluate(images["val"], verbose=0)
+    info = train_info(
+        run,
+        cfg,
+        prepared=prepared,
+        weights=weights,
+        unfrozen=unfrozen,
+        val_accuracy=val_acc,
+        history=history,
+    )
+    save(model, out=run.out, history=history, info=info, live_dir=state / LIVE)
+    training.discard_state(state)
+    log.info("%s: val accuracy %.4f -> %s", run.name, val_acc, run.out)
+    return info
+
+
+def fit_settings(cfg: TrainParams, *, state_dir: Path, fingerprint: str) -> dict:
+    """fit_phase's keyword args shared by both phases."""
+    return {
+        "state_dir": state_dir,
         "fingerprint": fingerprint,
         "patience": cfg.patience,
         "reduce_lr_patience": cfg.reduce_lr_patience,
         "reduce_lr_factor": cfg.reduce_lr_factor,
         "min_lr": cfg.min_lr,
-        "tensorboard_dir": state / "tensorboard",
+        "live_dir": state_dir / LIVE,
     }
-    data = {"num_classes": k, "batch_size": cfg.batch_size}
-    images = {
-        s: training.array_dataset(
-            prepared.images(s), prepared.labels(s), **data, shuffle=s == "train", seed=cfg.seed
+
+
+def build(cfg: TrainParams, *, augment: bool, prepared: Prepared, weights: Path):
+    """The full uint8-in model: a frozen base from `weights`, a new head (and augmentation)."""
+    from tasks.model import build_backbone, build_head, build_model, freeze
+    from tasks.training import build_augment
+
+    base = build_backbone(weights)
+    freeze(base)
+    head = build_head(
+        num_classes=len(prepared.classes),
+        units=cfg.units,
+        activation=cfg.activation,
+        dropout=cfg.dropout,
+        seed=cfg.seed,
+    )
+    return build_model(
+        num_classes=len(prepared.classes),
+        input_size=prepared.image_size,
+        image_size=cfg.image_size,
+        backbone=base,
+        head=head,
+        augment=build_augment(dataclasses.replace(cfg.augment, enabled=augment), seed=cfg.seed),
+    )
+
+
+def train_head(model, phases: Phases, *, sets: dict, embedded: bool) -> list[dict]:
+    """Phase 1: the head on the frozen base, alone on `embedded` sets; its history rows."""
+    from tasks.model import head_of
+    from tasks.training import fit_phase
+
+    trainer = head_of(model) if embedded else model
+    with phases.strategy.scope():
+        # no XLA for a Dense head on 2048-d vectors: nothing to fuse, and its dropout
+        # RNG made each epoch 5x slower on CPU (2.3 vs 0.4 s, benchmarks train)
+        phases.compile(trainer, learning_rate=phases.cfg.learning_rate, xla=not embedded)
+    return fit_phase(
+        trainer, sets["train"], sets["val"], name="head", epochs=phases.cfg.epochs, **phases.fit
+    )
+
+
+def fine_tune(model, phases: Phases, *, layers: Unfreeze, sets: dict, head_rows: list[dict]):
+    """Phase 2: unfreeze the top `layers` of the base and train on; (Unfrozen, history rows).
+
+    Recompiled after unfreezing: `trainable` is read at compile time. An epoch must beat the
+    head's best val loss to count, so a fine-tuning that only overfits keeps phase 1.
+    """
+    from tasks.model import backbone_of, unfreeze
+    from tasks.training import fit_phase
+
+    with phases.strategy.scope():
+        unfrozen = unfreeze(backbone_of(model), layers)
+        phases.compile(model, learning_rate=phases.cfg.fine_tune.learning_rate)
+    log.info("%s", unfrozen)
+    rows = fit_phase(
+        model,
+        sets["train"],
+        sets["val"],
+        name="fine_tune",
+        epochs=phases.cfg.fine_tune.epochs,
+        baseline_val_loss=_best_val_loss(head_rows),
+        earlier_rows=head_rows,
+        **phases.fit,
+    )
+    return unfrozen, rows
+
+
+def _datasets(arrays: dict, prepared: Prepared, cfg: TrainParams) -> dict:
+    """{split: batches of (arrays[split] row, one-hot label)} for train (reshuffled every
+    epoch) and val; the arrays are images or their cached embeddings."""
+    from tasks.training import array_dataset
+
+    return {
+        s: array_dataset(
+            arrays[s],
+            prepared.labels(s),
+            num_classes=len(prepared.classes),
+            batch_size=cfg.batch_size,
+            shuffle=s == "train",
+            seed=cfg.seed,
         )
         for s in ("train", "val")
     }
-
-    # phase 1: the head on a frozen base
-    with strategy.scope():
-        if run.augment:  # every epoch sees new images: no cache possible
-            training.compile_model(model, learning_rate=cfg.learning_rate, **opt)
-            trainer, sets = model, images
-        else:  # the base is frozen and deterministic: its embeddings are cached
-            feats = open_features(
-                Path(cfg.features_dir), weights=weights, image_size=cfg.image_size
-            )
-            sets = {
-                s: training.array_dataset(
-                    feats[s], prepared.labels(s), **data, shuffle=s == "train", seed=cfg.seed
-                )
-                for s in ("train", "val")
-            }
-            # no XLA for a Dense head on 2048-d vectors: nothing to fuse, and its dropout
-            # RNG made each epoch 5x slower on CPU (2.3 vs 0.4 s, benchmarks train)
-            training.compile_model(
-                head, learning_rate=cfg.learning_rate, **{**opt, "jit_compile": False}
-            )
-            trainer = head
-    phases = [
-        (
-            "head",
-            training.fit_phase(
-                trainer, sets["train"], sets["val"], name="head", epochs=cfg.epochs, **fit
-            ),
-        )
-    ]
-    info: dict = {"strategy": run.strategy, "augment": run.augment, "unfreeze": None}
-
-    # phase 2: unfreeze the top of the base, recompile (trainable is read at compile time)
-    if run.strategy == "fine_tune" and cfg.fine_tune.epochs:
-        with strategy.scope():
-            unfrozen = unfreeze(base, run.unfreeze)
-            training.compile_model(model, learning_rate=cfg.fine_tune.learning_rate, **opt)
-        log.info("%s", unfrozen)
-        phases.append(
-            (
-                "fine_tune",
-                training.fit_phase(
-                    model,
-                    images["train"],
-                    images["val"],
-                    name="fine_tune",
-                    epochs=cfg.fine_tune.epochs,
-                    baseline_val_loss=_best_val_loss(phases[0][1]),
-                    **fit,
-                ),
-            )
-        )
-        info["unfreeze"] = dataclasses.asdict(unfrozen)
-
-    # for evaluate() only: one pass over val is cheaper than compiling it with XLA
-    training.compile_model(model, learning_rate=cfg.learning_rate, **{**opt, "jit_compile": False})
-    _, val_acc = model.evaluate(images["val"], verbose=0)
-    info.update(
-        {
-            "val_accuracy": round(float(val_acc), 4),
-            "image_size": cfg.image_size,
-            "input_size": prepared.image_size,
-            "classes": classes,
-            "backbone_sha256": file_digest(weights),
-            "head": {
-                "units": list(cfg.units),
-                "activation": cfg.activation,
-                "dropout": cfg.dropout,
-            },
-            "seconds": {name: round(sum(r["seconds"] for r in rows), 1) for name, rows in phases},
-            "epochs": {name: len(rows) for name, rows in phases},
-        }
-    )
-    with atomic_dir(run.out) as tmp:
-        model.save(tmp / MODEL)
-        write_history(tmp, phases)
-        atomic_write_json(tmp / TRAIN_INFO, info)
-        if (state / "tensorboard").is_dir():
-            shutil.copytree(state / "tensorboard", tmp / "tensorboard")
-    training.discard_state(state)
-    log.info("%s: val accuracy %.4f -> %s", run.name, val_acc, run.out)
-    return info
 
 
 def _best_val_loss(rows: list[dict]) -> float | None:
@@ -220,18 +241,43 @@ def _best_val_loss(rows: list[dict]) -> float | None:
     return min(losses) if losses else None
 
 
-def write_history(folder: Path, phases: list[tuple[str, list[dict]]]) -> None:
-    """history.json ({"phases": [{"name", "epochs": [...]}]}) and history.csv (+ phase)."""
-    atomic_write_json(
-        folder / HISTORY, {"phases": [{"name": n, "epochs": rows} for n, rows in phases]}
-    )
-    fields = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
-    with open(folder / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for name, rows in phases:
-            for row in rows:
-                writer.writerow({"phase": name, **row})
+def train_info(
+    run: Run,
+    cfg: TrainParams,
+    *,
+    prepared: Prepared,
+    weights: Path,
+    unfrozen,
+    val_accuracy: float,
+    history: dict[str, list[dict]],
+) -> dict:
+    """train.json: what was trained on what, how well it validates and how long it took."""
+    return {
+        "strategy": run.strategy,
+        "augment": run.augment,
+        "unfreeze": None if unfrozen is None else dataclasses.asdict(unfrozen),
+        "val_accuracy": round(float(val_accuracy), 4),
+        "image_size": cfg.image_size,
+        "input_size": prepared.image_size,
+        "classes": prepared.classes,
+        "backbone_sha256": file_digest(weights),
+        "head": {"units": list(cfg.units), "activation": cfg.activation, "dropout": cfg.dropout},
+        "seconds": {
+            name: round(sum(r["seconds"] for r in rows), 1) for name, rows in history.items()
+        },
+        "epochs": {name: len(rows) for name, rows in history.items()},
+    }
+
+
+def save(model, *, out: Path, history: dict[str, list[dict]], info: dict, live_dir: Path) -> None:
+    """The run folder, all at once: model, history.json, train.json and the DVCLive log."""
+    with atomic_dir(out) as tmp:
+        model.save(tmp / MODEL)
+        phases = [{"name": name, "epochs": rows} for name, rows in history.items()]
+        atomic_write_json(tmp / HISTORY, {"phases": phases})
+        atomic_write_json(tmp / TRAIN_INFO, info)
+        if live_dir.is_dir():
+            shutil.copytree(live_dir, tmp / LIVE)
 
 
 def main() -> None:

@@ -8,7 +8,8 @@
   weights (with optimizer state), the history rows and the early-stopping / lr-reduction
   counters in a state folder; a re-run with the same command continues after the last
   finished epoch. A finished phase is remembered too, so a kill in phase 2 does not redo
-  phase 1.
+  phase 1. Each epoch is logged with DVCLive's Keras callback too (`open_live`: one folder
+  per model, steps running on over its phases, kept in step with the state across kills).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+from dvclive.keras import DVCLiveCallback
 
 from tasks.common import atomic_write_json
 from tasks.params import AugmentParams
@@ -165,7 +168,6 @@ class _Checkpoint(keras.callbacks.Callback):
         self.early, self.reduce = early, reduce
         self.rows: list[dict] = list(state.get("rows", []))
         self.started = 0.0
-        self.lr = 0.0
 
     def on_train_begin(self, logs=None) -> None:
         # runs after EarlyStopping/ReduceLROnPlateau reset themselves (they come first)
@@ -175,14 +177,13 @@ class _Checkpoint(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None) -> None:
         self.started = time.perf_counter()
-        self.lr = current_lr(self.model)
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         logs = logs or {}
         row = {
             "epoch": epoch + 1,
             **{k: _num(logs.get(k)) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
-            "lr": self.lr,
+            "lr": logs["learning_rate"],  # the epoch's, put there by ReduceLROnPlateau
             "seconds": round(time.perf_counter() - self.started, 3),
         }
         self.rows.append(row)
@@ -193,20 +194,17 @@ class _Checkpoint(keras.callbacks.Callback):
         name = f"epoch-{epoch + 1:04d}.weights.h5"
         _save_weights(self.model, self.dir / name)
         old = self.state.get("weights")
+        early, reduce = self.early, self.reduce
         self.state.update(
             fingerprint=self.fingerprint,
             epoch=epoch + 1,
             weights=name,
             rows=self.rows,
-            early={
-                "wait": self.early.wait,
-                "best": _num(self.early.best),
-                "best_epoch": self.early.best_epoch,
-            },
+            early={"wait": early.wait, "best": _num(early.best), "best_epoch": early.best_epoch},
             reduce={
-                "wait": self.reduce.wait,
-                "best": _num(self.reduce.best),
-                "cooldown_counter": self.reduce.cooldown_counter,
+                "wait": reduce.wait,
+                "best": _num(reduce.best),
+                "cooldown_counter": reduce.cooldown_counter,
             },
         )
         atomic_write_json(self.dir / STATE, self.state)  # the commit point of the epoch
@@ -230,6 +228,34 @@ class _StopAtTarget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def open_live(folder: Path, *, rows: list[dict]):
+    """DVCLive in `folder` holding exactly `rows`, the model's committed epochs so far (step =
+    epoch over all phases), to go on with `DVCLiveCallback(live=...)`.
+
+    DVCLive writes an epoch after the state commits it, so a kill between the two leaves it one
+    epoch behind: the missing rows are logged here. A log ahead of `rows` is from a state since
+    discarded and starts over. DVCLive's own resume step is not used (it repeats step 0).
+    """
+    from dvclive import Live
+    from dvclive.utils import standardize_metric_name
+
+    def live(resume: bool) -> Live:
+        return Live(dir=str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None)
+
+    out = live(resume=True)
+    logged = out.summary.get("step", -1) + 1
+    if logged > len(rows):
+        out, logged = live(resume=False), 0
+    out.step = logged
+    for row in rows[logged:]:  # the keys DVCLiveCallback logs, from Keras' epoch logs
+        logs = {k: row[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        for key, value in {**logs, "learning_rate": row["lr"]}.items():
+            value = math.nan if value is None else value  # the history's NaN
+            out.log_metric(standardize_metric_name(key, "dvclive.keras"), value)
+        out.next_step()
+    return out
+
+
 def fit_phase(
     model: keras.Model,
     train: tf.data.Dataset,
@@ -243,7 +269,8 @@ def fit_phase(
     reduce_lr_patience: int,
     reduce_lr_factor: float,
     min_lr: float,
-    tensorboard_dir: Path | None = None,
+    live_dir: Path | None = None,
+    earlier_rows: Sequence[dict] = (),
     baseline_val_loss: float | None = None,
     target_val_accuracy: float | None = None,
 ) -> list[dict]:
@@ -254,6 +281,7 @@ def fit_phase(
     only overfits leaves the starting weights in place. `fingerprint` names the
     configuration: a state left by another configuration is discarded, not resumed.
     `target_val_accuracy` ends the phase after the first epoch validating at least that well.
+    `live_dir`: the model's DVCLive folder, after `earlier_rows` (its earlier phases' epochs).
     """
     state_dir = Path(state_dir) / name
     state = _read_state(state_dir, fingerprint)
@@ -263,73 +291,69 @@ def fit_phase(
         )
         _load_weights(model, state_dir / state["weights"])
         return state["rows"]
-    start = 0
-    if state:
-        _load_weights(model, state_dir / state["weights"])
-        start = int(state["epoch"])
-        log.info("phase %s: resuming after epoch %d from %s", name, start, state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    if not state and baseline_val_loss is not None:  # the start is "epoch 0" to beat
-        _save_weights(model, state_dir / "best.weights.h5")
-        state = {"best_val_loss": baseline_val_loss, "best_epoch": 0}
+    state = _start(model, state_dir, state, name=name, baseline_val_loss=baseline_val_loss)
     early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
     reduce = keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", factor=reduce_lr_factor, patience=reduce_lr_patience, min_lr=min_lr
     )
     checkpoint = _Checkpoint(state_dir, state, fingerprint, early, reduce)
-    callbacks = [early, reduce, checkpoint]
-    if tensorboard_dir is not None and tensorboard_available():
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir / name)))
+    callbacks = [early, reduce, checkpoint]  # the checkpoint saves the counters of both
+    if live_dir is not None:  # after the checkpoint: DVCLive may lag the state, never lead it
+        live = open_live(live_dir, rows=[*earlier_rows, *checkpoint.rows])
+        callbacks.append(DVCLiveCallback(live=live))
     if target_val_accuracy is not None:
         callbacks.append(_StopAtTarget(target_val_accuracy))
-    last = (state.get("rows") or [{}])[-1]  # a re-run after the target epoch stays stopped
-    stopped = state.get("early", {}).get("wait", 0) >= patience or _at_target(
-        last.get("val_accuracy"), target_val_accuracy
-    )
-    if start < epochs and not stopped:
+    if state.get("epoch", 0) < epochs and not _stopped(state, patience, target_val_accuracy):
         model.fit(
             train,
             validation_data=val,
             epochs=epochs,
-            initial_epoch=start,
+            initial_epoch=state.get("epoch", 0),
             callbacks=callbacks,
             verbose=verbosity(),
             shuffle=False,  # the dataset reshuffles itself each epoch (array_dataset)
         )
-    if (state_dir / "best.weights.h5").is_file():  # the best epoch, not the last one
+    _finish(model, checkpoint, name=name)
+    return checkpoint.rows
+
+
+def _stopped(state: dict, patience: int, target_val_accuracy: float | None) -> bool:
+    """Did the state's last epoch stop the phase? (A re-run after it stays stopped.)"""
+    last = (state.get("rows") or [{}])[-1]
+    return state.get("early", {}).get("wait", 0) >= patience or _at_target(
+        last.get("val_accuracy"), target_val_accuracy
+    )
+
+
+def _start(
+    model: keras.Model, state_dir: Path, state: dict, *, name: str, baseline_val_loss
+) -> dict:
+    """The state to go on from: the last finished epoch's weights loaded, or a new start."""
+    if state:
+        _load_weights(model, state_dir / state["weights"])
+        log.info("phase %s: resuming after epoch %d from %s", name, state["epoch"], state_dir)
+        return state
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if baseline_val_loss is None:
+        return {}
+    _save_weights(model, state_dir / "best.weights.h5")  # the start is "epoch 0" to beat
+    return {"best_val_loss": baseline_val_loss, "best_epoch": 0}
+
+
+def _finish(model: keras.Model, checkpoint: _Checkpoint, *, name: str) -> None:
+    """Load the best epoch's weights (not the last one's) and mark the phase done."""
+    state_dir, state = checkpoint.dir, checkpoint.state
+    if (state_dir / "best.weights.h5").is_file():
         _load_weights(model, state_dir / "best.weights.h5")
         log.info(
             "phase %s: best val_loss %.4f at epoch %s",
             name,
-            checkpoint.state["best_val_loss"],
-            checkpoint.state["best_epoch"],
+            state["best_val_loss"],
+            state["best_epoch"],
         )
     _save_weights(model, state_dir / "final.weights.h5")
-    final = {
-        **checkpoint.state,
-        "done": True,
-        "weights": "final.weights.h5",
-        "rows": checkpoint.rows,
-        "fingerprint": fingerprint,
-    }
-    atomic_write_json(state_dir / STATE, final)
-    return checkpoint.rows
-
-
-def tensorboard_available() -> bool:
-    """TensorBoard logs need the `tensorboard` package; without it training goes on."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is not None:
-        return True
-    if not getattr(tensorboard_available, "warned", False):
-        log.warning("the tensorboard package is not installed: no TensorBoard logs")
-        tensorboard_available.warned = True
-    return False
-
-
-def current_lr(model: keras.Model) -> float:
-    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    done = {"done": True, "weights": "final.weights.h5", "fingerprint": checkpoint.fingerprint}
+    atomic_write_json(state_dir / STATE, {**state, **done, "rows": checkpoint.rows})
 
 
 def discard_state(state_dir: Path) -> None:

@@ -14,7 +14,7 @@ import keras
 import pytest
 
 from tasks.model import build_backbone
-from tests.model.train_helpers import make_project
+from tests.model.train_helpers import live_log, make_project
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 5
@@ -73,6 +73,10 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     history = json.loads((out / "history.json").read_text())["phases"][0]["epochs"]
     assert [r["epoch"] for r in history] == list(range(1, EPOCHS + 1))
     assert history[:done] == before["rows"]  # the epochs from the killed run are kept
+    # DVCLive's log goes on from the killed run's: every epoch once, none restarted
+    assert live_log(out / "dvclive", "eval/loss") == [
+        (i, r["val_loss"]) for i, r in enumerate(history)
+    ]
     assert not state.parent.exists()  # resume state removed once the output is written
 
 
@@ -115,3 +119,34 @@ def test_phase_stops_at_the_target_val_accuracy_and_stays_stopped(tmp_path):
     state.pop("done")  # as if killed after the stopping epoch was saved
     (tmp_path / "0.9" / "p" / "state.json").write_text(json.dumps(state))
     assert len(phase(0.9)) == len(rows)  # the re-run does not train on
+
+
+def test_dvclive_log_follows_the_resume_state(tmp_path):
+    from tasks.training import open_live
+
+    rows = [
+        {
+            "epoch": i + 1,
+            "loss": 1 / (i + 1),
+            "accuracy": 0.5,
+            "val_loss": 2 / (i + 1),
+            "val_accuracy": 0.25 * i,
+            "lr": 0.001,
+        }
+        for i in range(3)
+    ]
+
+    def logged() -> list[tuple[int, float]]:
+        return live_log(tmp_path, "eval/loss")
+
+    open_live(tmp_path, rows=rows[:2])
+    assert logged() == [(0, 2.0), (1, 1.0)]
+    # killed after the state committed epoch 3, before DVCLive wrote it: caught up, once
+    live = open_live(tmp_path, rows=rows)
+    assert live.step == 3 and open_live(tmp_path, rows=rows).step == 3
+    assert logged() == [(i, r["val_loss"]) for i, r in enumerate(rows)]
+    assert live_log(tmp_path, "train/learning_rate") == [(0, 0.001), (1, 0.001), (2, 0.001)]
+    # a log ahead of the state (the state was discarded: another configuration) starts over
+    open_live(tmp_path, rows=rows[:1])
+    assert logged() == [(0, 2.0)]
+    assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 0

@@ -18,8 +18,7 @@ from tasks.dataset import open_prepared
 from tasks.features import extract
 from tasks.model import backbone_of, build_backbone, head_of, load_model
 from tasks.train import runs_for, train_run
-from tasks.training import tensorboard_available
-from tests.model.train_helpers import CLASSES, make_project, project_params
+from tests.model.train_helpers import CLASSES, live_log, make_project, project_params
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +64,7 @@ def test_feature_extraction_head_on_cache_equals_the_full_model(tmp_path, base_w
 
     out = root / "models" / "feature_extraction"
     files = {p.name for p in out.iterdir()}
-    assert {"history.csv", "history.json", "model.keras", "train.json"} <= files
-    assert ("tensorboard" in files) == tensorboard_available()
+    assert {"dvclive", "history.json", "model.keras", "train.json"} <= files
     model = load_model(out / "model.keras")
     # the saved model is the full one: raw uint8 images in, one probability per class out
     assert model.input.dtype == "uint8" and model.output.shape[-1] == len(CLASSES)
@@ -97,6 +95,12 @@ def test_feature_extraction_head_on_cache_equals_the_full_model(tmp_path, base_w
         "lr",
         "seconds",
     }
+    # DVCLive logged the same epochs, one step each (what `dvc plots` / `dvc exp show` read)
+    live = out / "dvclive"
+    assert live_log(live, "eval/loss") == [(0, epochs[0]["val_loss"]), (1, epochs[1]["val_loss"])]
+    assert live_log(live, "train/accuracy") == [(i, e["accuracy"]) for i, e in enumerate(epochs)]
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["step"] == 1 and summary["eval"]["accuracy"] == epochs[1]["val_accuracy"]
     assert info["strategy"] == "feature_extraction" and info["classes"] == CLASSES
     assert not (root / "checkpoints" / "feature_extraction").exists()  # resume state cleaned
 
@@ -137,6 +141,12 @@ def test_fine_tune_changes_only_the_unfrozen_layers(tmp_path, base_weights):
     history = json.loads((root / "models" / "fine_tune" / "history.json").read_text())
     assert [p["name"] for p in history["phases"]] == ["head", "fine_tune"]
     assert history["phases"][1]["epochs"][0]["lr"] == pytest.approx(1e-3)
+    # one DVCLive log per model: the fine-tuning epoch is the step after the head's
+    live = root / "models" / "fine_tune" / "dvclive"
+    assert live_log(live, "train/learning_rate") == [
+        (0, pytest.approx(1e-5)),
+        (1, pytest.approx(1e-3)),
+    ]
 
 
 def test_augmented_feature_extraction_trains_through_the_frozen_base(tmp_path, base_weights):
@@ -230,6 +240,8 @@ def test_source_backbone_learns_without_the_held_out_class(tmp_path, base_weight
     )
     assert info["classes"] == ["dark", "mid"] and info["holdout"] == ["bright"]
     assert 0 <= info["val_accuracy"] <= 1 and len(info["history"]) == 1
+    assert live_log(out / "dvclive", "eval/accuracy") == [(0, info["history"][0]["val_accuracy"])]
+    assert not (root / "checkpoints" / "backbone").exists()  # resume state gone once saved
     source = load_model(out / "model.keras")
     assert source.output.shape[-1] == 2  # the held-out class is not a class of it
     assert json.loads((out / "backbone.json").read_text())["weights_sha256"]

@@ -70,3 +70,12 @@ def make_project(
 
 def project_params(root: Path, **overrides) -> Params:
     return load_params(root / "params.yaml", overrides)
+
+
+def live_log(folder: Path, metric: str) -> list[tuple[int, float]]:
+    """(step, value) rows of one metric in a DVCLive folder, e.g. metric="eval/loss"."""
+    import csv
+
+    with open(folder / "plots" / "metrics" / f"{metric}.tsv", newline="") as f:
+        name = metric.rsplit("/", 1)[-1]
+        return [(int(r["step"]), float(r[name])) for r in csv.DictReader(f, delimiter="\t")]
