@@ -21,7 +21,7 @@ import yaml
 
 from tasks import templates
 from tasks.common import atomic_write_text, run_main
-from tasks.layout import COMPARISON, DETAILS, FIGURES, METRICS, TRAIN_INFO
+from tasks.layout import COMPARISON, DETAILS, FIGURES, HISTORY, METRICS, TRAIN_INFO
 from tasks.lineage import dataset_version, git_commit, new_run_id, recorded_run_id
 from tasks.params import Params, params_from_cli
 
@@ -30,7 +30,7 @@ FIGURE_SECTIONS = {  # report sections of figures that belong to no single model
     "activations": "Intermediate activations",
     "filters": "Convolution filters",
 }
-MODEL_SIDE_FILES = (TRAIN_INFO, "history.csv")  # linked; a published run folder holds them too
+MODEL_SIDE_FILES = (TRAIN_INFO, HISTORY)  # linked; a published run folder holds them too
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def runs_for(cfg: TrainParams) -> list[Run]:
     out = []
     for n in cfg.sweep.unfreeze:
         for aug in cfg.sweep.augment:
-            name = f"unfreeze-{n}-aug-{'yes' if aug else 'no'}"
+            name = f"unfreeze-{n}-aug-{str(aug).lower()}"  # as DVC names the matrix item
             out.append(Run("fine_tune", n, aug, models / "sweep" / name, f"sweep/{name}"))
     return out
 

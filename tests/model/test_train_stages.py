@@ -178,10 +178,10 @@ def test_sweep_names_one_folder_per_setting(tmp_path, base_weights):
     )
     names = [r.out.name for r in runs_for(params.train)]
     assert names == [
-        "unfreeze-3-aug-no",
-        "unfreeze-3-aug-yes",
-        "unfreeze-conv5-aug-no",
-        "unfreeze-conv5-aug-yes",
+        "unfreeze-3-aug-false",
+        "unfreeze-3-aug-true",
+        "unfreeze-conv5-aug-false",
+        "unfreeze-conv5-aug-true",
     ]
     assert all(r.strategy == "fine_tune" for r in runs_for(params.train))
 
