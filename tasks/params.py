@@ -472,6 +472,33 @@ class PublishParams:
 
 
 @dataclass(frozen=True)
+class ExportParams:
+    # Model folders exported for serving (publish.model by default); each one becomes
+    # <out_dir>/<folder name>/ with saved_model/, model.onnx, model.tflite and export.json.
+    models: tuple[str, ...] = ("models/fine_tune",)
+    # the formats written; a format that cannot be produced fails the stage unless left out here
+    formats: tuple[Literal["saved_model", "onnx", "tflite"], ...] = (
+        "saved_model",
+        "onnx",
+        "tflite",
+    )
+    out_dir: str = "exports"
+    parity_images: int = 64  # first test images every artifact must agree on with the .keras model
+    atol: float = 1e-4  # max |probability difference| allowed per image (top-1 must be equal)
+    latency_repeats: int = 5  # timed calls per speed figure (median), after one warm-up call
+    throughput_batch: int = 64  # images per call for the throughput figure (latency: batch 1)
+
+    def __post_init__(self) -> None:
+        check(bool(self.models), "models", "list at least one model folder")
+        check(bool(self.formats), "formats", "list at least one of saved_model, onnx, tflite")
+        check(len(set(self.formats)) == len(self.formats), "formats", "list each format once")
+        check(self.parity_images >= 1, "parity_images", f"{self.parity_images}: must be >= 1")
+        check(0 <= self.atol < 1, "atol", f"{self.atol} is out of range: must be in [0, 1)")
+        check(self.latency_repeats >= 1, "latency_repeats", "must be >= 1")
+        check(self.throughput_batch >= 1, "throughput_batch", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class OrchestrationParams:
     dag_id: str = "resnet_retrain"
     owner: str = "ml-platform"
@@ -556,6 +583,7 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     visualize: VisualizeParams = field(default_factory=VisualizeParams)
     publish: PublishParams = field(default_factory=PublishParams)
+    export: ExportParams = field(default_factory=ExportParams)
     orchestration: OrchestrationParams = field(default_factory=OrchestrationParams)
 
     def to_dict(self) -> dict[str, Any]:
