@@ -112,3 +112,20 @@ def _tflite(path: Path) -> Runtime:
         return interpreter.get_tensor(out).copy()
 
     return Runtime("tflite", int(inp["shape_signature"][1]), predict)
+
+
+def pointer_exports(info: dict, *, prefix: str) -> dict[str, dict]:
+    """export.json -> the `exports` entry of champion.json: {format: {path, sha256, speed}}.
+
+    `prefix` is where the model's export folder was published (runs/<run_id>/exports/<model>);
+    `tasks.predict --model champion` downloads `path` and checks it against `sha256`.
+    """
+    return {
+        fmt: {
+            "path": f"{prefix}/{entry['file']}",
+            "sha256": entry["sha256"],
+            "latency_ms": entry["latency_ms"],
+            "images_per_s": entry["images_per_s"],
+        }
+        for fmt, entry in info["formats"].items()
+    }

@@ -149,3 +149,57 @@ def test_bad_input_is_one_clear_error(tmp_path, project, shots, capsys, args, me
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("error: ") and message in err
     assert "Traceback" not in err
+
+
+def test_champion_exports_auto_picks_the_fastest_and_verifies_it(
+    tmp_path, project, keras_model, shots, capsys
+) -> None:
+    from tasks.export import export_model
+    from tasks.runtimes import pointer_exports
+
+    dest = tmp_path / "published"
+    publish_locally(project, dest)
+    folder = dest / "runs" / "r1" / "exports" / "fine_tune"
+    folder.mkdir(parents=True)
+    pngs = sorted(shots.rglob("img*.png"))
+    images, _ = class_images(4, seed=3)
+    info = export_model(
+        model_file=project / "models" / "fine_tune" / "model.keras",
+        out=folder,
+        formats=["onnx", "tflite"],
+        images=images,
+        names=["a", "b", "c", "d"],
+        classes=CLASSES,
+        atol=1e-4,
+        repeats=1,
+        batch=4,
+    )
+    champion = json.loads((dest / CHAMPION).read_text())
+    champion["exports"] = pointer_exports(info, prefix="runs/r1/exports/fine_tune")
+    champion["exports"]["tflite"]["images_per_s"] = 1e9  # the fastest: auto must take it
+    (dest / CHAMPION).write_text(json.dumps(champion))
+
+    out = predict(tmp_path, dest, *map(str, pngs))
+    assert "(tflite model" in capsys.readouterr().out
+    want = [f"c{CLASSES.index(c)}" for c in expected_top1(keras_model, pngs)]
+    assert [r["label_1"] for r in csv.DictReader(out.open())] == want
+
+    (folder / "model.onnx").write_bytes(b"not the exported file")
+    with pytest.raises(SystemExit):
+        predict(tmp_path, dest, str(pngs[0]), "--format", "onnx")
+    assert "model.onnx: sha256 does not match champion.json" in capsys.readouterr().err
+
+
+def test_a_published_run_folder_is_a_model(tmp_path, project, keras_model, shots) -> None:
+    dest = tmp_path / "published"
+    model = publish_locally(project, dest)
+    manifest = {
+        "run_id": "r1",
+        "model": "runs/r1/models/fine_tune",
+        "classes": CLASSES,
+        "files": [{"path": "models/fine_tune/model.keras", "sha256": file_digest(model)}],
+    }
+    (dest / "runs" / "r1" / "manifest.json").write_text(json.dumps(manifest))
+    pngs = sorted(shots.rglob("img*.png"))
+    out = predict(tmp_path, project, *map(str, pngs), "--model", str(dest / "runs" / "r1"))
+    assert [r["label_1"] for r in csv.DictReader(out.open())] == expected_top1(keras_model, pngs)
