@@ -198,6 +198,8 @@ def main() -> None:
         for folder in cfg.models:
             model_file = Path(folder) / MODEL
             out = tmp / Path(folder).name
+            if out.exists():
+                raise UserError(f"export.models: two folders are named {out.name}; rename one")
             out.mkdir()
             info = export_model(
                 model_file=model_file,

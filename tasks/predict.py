@@ -25,7 +25,6 @@ import argparse
 import csv
 import glob
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -40,8 +39,6 @@ from tasks.layout import CHAMPION, EXPORT_INFO, MANIFEST, MODEL
 from tasks.params import DEFAULT_PARAMS, load_params
 from tasks.runtimes import EXPORT_FORMATS, FILE_OF, FORMATS, load_runtime, predict_batches
 from tasks.sources import image_files
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -212,8 +209,14 @@ def predict_files(
             rows += [
                 top_labels(str(p), pr, classes, top_k) for p, pr in zip(batch, probs, strict=True)
             ]
-        log.info("%d/%d images", min(start + batch_size, len(files)), len(files))
+        _progress(min(start + batch_size, len(files)), len(files))
     return rows, skipped
+
+
+def _progress(done: int, total: int) -> None:
+    """A one-line progress count on a terminal; nothing in logs or pipes."""
+    if sys.stderr.isatty():
+        print(f"\r{done}/{total} images", end="\n" if done == total else "", file=sys.stderr)
 
 
 def top_labels(path: str, probs: np.ndarray, classes: list[str] | None, k: int) -> dict:

@@ -127,3 +127,15 @@ def test_unknown_format_is_one_clear_params_error(exported: Path, capsys) -> Non
     err = capsys.readouterr().err
     assert "export.formats[0]" in err and "saved_model, onnx, tflite" in err
     assert "Traceback" not in err
+
+
+def test_a_format_that_cannot_be_produced_fails_naming_it(tmp_path: Path) -> None:
+    from tasks.common import UserError
+    from tasks.export import write_format
+
+    class NoConverter:  # a Keras model whose LiteRT converter is missing here
+        def export(self, path, format, verbose):
+            raise ImportError("No module named 'ai_edge_litert'")
+
+    with pytest.raises(UserError, match=r"^export tflite: cannot be produced here .* leave tflite"):
+        write_format(NoConverter(), "tflite", tmp_path / TFLITE_MODEL)

@@ -203,3 +203,33 @@ def test_a_published_run_folder_is_a_model(tmp_path, project, keras_model, shots
     pngs = sorted(shots.rglob("img*.png"))
     out = predict(tmp_path, project, *map(str, pngs), "--model", str(dest / "runs" / "r1"))
     assert [r["label_1"] for r in csv.DictReader(out.open())] == expected_top1(keras_model, pngs)
+
+
+def test_s3_images_and_an_s3_champion(tmp_path, project, keras_model, shots, s3_server, capsys):
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket="data")
+    s3.create_bucket(Bucket="pub")
+    pngs = sorted(shots.rglob("img*.png"))
+    for p in pngs:
+        s3.upload_file(str(p), "data", f"shots/{p.parent.name}/{p.name}")
+    local = tmp_path / "published"
+    model = publish_locally(project, local)
+    s3.upload_file(str(model), "pub", "team/runs/r1/models/fine_tune/model.keras")
+    s3.upload_file(str(local / CHAMPION), "pub", f"team/{CHAMPION}")
+    params = yaml.safe_load((local / "params.yaml").read_text())
+    params["data"]["s3_endpoint_url"] = s3_server.endpoint_url
+    params["publish"] = {"destination": "s3://pub/team", "endpoint_url": s3_server.endpoint_url}
+    (local / "params.yaml").write_text(yaml.safe_dump(params))
+
+    out = predict(tmp_path, local, "s3://data/shots")
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == len(pngs)  # s3 order: shots/<folder>/<name>, as listed
+    by_name = {Path(r["path"]).name: r["label_1"] for r in rows}
+    want = expected_top1(keras_model, pngs)
+    assert [by_name[p.name] for p in pngs] == [f"c{CLASSES.index(c)}" for c in want]
+
+    s3.put_object(Bucket="pub", Key="team/runs/r1/models/fine_tune/model.keras", Body=b"x")
+    shutil.rmtree(tmp_path / "cache")
+    with pytest.raises(SystemExit):
+        predict(tmp_path, local, "s3://data/shots")
+    assert "sha256 does not match champion.json; refusing" in capsys.readouterr().err
