@@ -31,3 +31,9 @@ REPORT_RUN = "run.json"  # {"run_id": ...}: the id the report shows; publish nam
 # publish.destination
 MANIFEST = "manifest.json"  # runs/<run_id>/manifest.json, written after every file
 CHAMPION = "champion.json"  # the best run so far, replaced last
+
+# export.out_dir/<model>/ (the export stage): one folder per exported model
+SAVED_MODEL = "saved_model"  # folder; signature `serving_default`: image uint8 -> output_0
+ONNX_MODEL = "model.onnx"
+TFLITE_MODEL = "model.tflite"  # LiteRT
+EXPORT_INFO = "export.json"  # per format: bytes, sha256, parity, latency and throughput

@@ -422,6 +422,26 @@ class PublishParams:
 
 
 @dataclass(frozen=True, config=SECTION)
+class ExportParams:
+    models: tuple[Str, ...] = Field(
+        min_length=1, description="model folders exported for serving -> <out_dir>/<name>/"
+    )
+    formats: tuple[Literal["saved_model", "onnx", "tflite"], ...] = Field(
+        min_length=1, description="formats written; one that cannot be produced fails the stage"
+    )
+    out_dir: Str = Field(description="exports/<model>/: saved_model/, model.onnx, ...")
+    parity_images: Int = Field(ge=1, description="test images each format must agree on")
+    atol: Fraction01 = Field(description="max |probability difference| per image, [0, 1)")
+    latency_repeats: Int = Field(ge=1, description="timed calls per speed figure (median)")
+    throughput_batch: Int = Field(ge=1, description="images per call for throughput")
+
+    @model_validator(mode="after")
+    def _rules(self) -> ExportParams:
+        check(len(set(self.formats)) == len(self.formats), "formats", "list each format once")
+        return self
+
+
+@dataclass(frozen=True, config=SECTION)
 class OrchestrationParams:
     dag_id: Str = Field(description="the Airflow DAG id")
     owner: Str = Field(description="the DAG's owner")
@@ -480,6 +500,7 @@ class Params:
     evaluate: EvaluateParams = Field(description="metrics")
     visualize: VisualizeParams = Field(description="figures and report")
     publish: PublishParams = Field(description="runs and the champion in object storage")
+    export: ExportParams = Field(description="serving formats with parity checks")
     orchestration: OrchestrationParams = Field(description="the Airflow DAG")
 
     def to_dict(self) -> dict[str, Any]:
