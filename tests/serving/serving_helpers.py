@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from tests.helpers import write_prepared
+from tests.helpers import params_yaml, write_prepared
 
 CLASSES = ["dark", "mid", "bright"]
 SIZE = 16  # prepared side; the model resizes to IMAGE_SIZE inside
@@ -64,5 +63,5 @@ def make_project(root: Path, *, n_test: int = 12) -> Path:
             "throughput_batch": 8,
         },
     }
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "params.yaml").write_text(params_yaml(params))
     return root

@@ -99,7 +99,7 @@ def publish_locally(project: Path, dest: Path) -> Path:
     }
     (dest / CHAMPION).write_text(json.dumps(pointer))
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["publish"] = {"destination": str(dest)}
+    params["publish"]["destination"] = str(dest)
     (dest / "params.yaml").write_text(yaml.safe_dump(params))
     return model
 
@@ -218,7 +218,7 @@ def test_s3_images_and_an_s3_champion(tmp_path, project, keras_model, shots, s3_
     s3.upload_file(str(local / CHAMPION), "pub", f"team/{CHAMPION}")
     params = yaml.safe_load((local / "params.yaml").read_text())
     params["data"]["s3_endpoint_url"] = s3_server.endpoint_url
-    params["publish"] = {"destination": "s3://pub/team", "endpoint_url": s3_server.endpoint_url}
+    params["publish"] |= {"destination": "s3://pub/team", "endpoint_url": s3_server.endpoint_url}
     (local / "params.yaml").write_text(yaml.safe_dump(params))
 
     out = predict(tmp_path, local, "s3://data/shots")
