@@ -194,7 +194,6 @@ def test_s3_publish_multipart_verified_and_store_down_changes_nothing(
         "s3://models/team/resnet",
         endpoint_url=s3_server.endpoint_url,
         retries=2,
-        backoff=0.01,
         timeout=2,
         multipart_threshold=5 * MiB,
         multipart_chunk=5 * MiB,
@@ -217,7 +216,6 @@ def test_s3_publish_multipart_verified_and_store_down_changes_nothing(
         "s3://models/team/resnet",
         endpoint_url=f"http://127.0.0.1:{free_port()}",
         retries=2,
-        backoff=0.01,
         timeout=1,
     )
     constant_model(root / "models/m/model.keras", answer=1)
