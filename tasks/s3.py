@@ -143,11 +143,14 @@ def sha256_checksum(sha256_hex: str) -> str:
     return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
 
 
-def composite_sha256(path: Path, part_size: int) -> str:
-    """S3's ChecksumSHA256 of a multipart object: base64(sha256(concatenated part digests)),
-    without the "-<parts>" AWS appends."""
-    parts = []
+def multipart_sha256(path: Path, part_size: int) -> tuple[str, str]:
+    """(S3's ChecksumSHA256 of `path` uploaded in parts of `part_size`, the file's sha256),
+    in one read. The first is base64(sha256(concatenated part digests)), without the
+    "-<parts>" AWS appends."""
+    parts, whole = [], hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(part_size):
             parts.append(hashlib.sha256(block).digest())
-    return base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode()
+            whole.update(block)
+    composite = base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode()
+    return composite, whole.hexdigest()

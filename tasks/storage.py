@@ -316,13 +316,14 @@ class S3Store:
         if checksum:
             # multipart ("-<parts>" on the ETag, on the checksum too for AWS): a digest of the
             # part digests, parts of the size this upload used
+            expected, sha256 = s3.sha256_checksum(digest.sha256), digest.sha256
             if "-" in etag or "-" in checksum:
                 part = self._head(key, PartNumber=1) or {}
-                expected = s3.composite_sha256(path, int(part.get("ContentLength", digest.size)))
-            else:
-                expected = s3.sha256_checksum(digest.sha256)
+                expected, sha256 = s3.multipart_sha256(path, int(part.get("ContentLength", 1)))
             if checksum.split("-")[0] != expected:
                 problems.append(f"ChecksumSHA256 {checksum} != {expected}")
+            elif sha256 != digest.sha256:  # S3 holds the file as it is now, not as hashed
+                problems.append("ChecksumSHA256 of a file changed since it was hashed")
         elif _is_md5(etag):
             if etag != digest.md5:
                 problems.append(f"ETag {etag} != md5 {digest.md5}")
