@@ -490,3 +490,23 @@ def test_no_private_boto3_or_s3transfer_api_is_used() -> None:
         if private.search(line)
     ]
     assert offenders == []
+
+
+def test_the_airflow_connection_gives_publish_its_aws_env(monkeypatch) -> None:
+    from resnet_retrain import workspace
+
+    connection = {
+        "conn_type": "aws",
+        "login": "AKIDEXAMPLE",
+        "password": "not-a-secret",
+        "extra": {"endpoint_url": "http://minio:9000", "region_name": "eu-west-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_PIPELINE_S3", json.dumps(connection))
+    assert workspace.aws_env("pipeline_s3") == {
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "not-a-secret",
+        "AWS_ENDPOINT_URL": "http://minio:9000",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }
+    assert workspace.aws_env("no_such_connection") == {}  # the worker's environment is used
+    assert workspace.aws_env(None) == {}
