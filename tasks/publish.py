@@ -15,10 +15,16 @@ prepared test split; it replaces the champion only if it beats the champion's sc
 same dataset version by more than `publish.min_improvement` (a champion scored on another
 dataset version is re-scored on this one first). Otherwise the run stays a challenger.
 Publishing the same run again uploads nothing and changes nothing.
+
+`publish` plans first (hash, score, gate: nothing written), then applies the plan: files,
+manifest (created only if absent), and last champion.json, written only over the champion
+the gate read (If-Match / If-None-Match). A publisher that loses that race to another is
+gated again against the new champion; its manifest keeps the decision it was published with.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -118,34 +124,30 @@ def publish(
     `evaluated`: the evaluate stage's details folder of `publish.model`; its test-split
     predictions are reused when they are provably of this model file and these labels.
     """
+    files = collect(cfg.artifacts, root=root)
     manifest_key = f"runs/{run_id}/{MANIFEST}"
     existing = store.get(manifest_key)  # first store call: fails fast if the store is down
     run = candidate(
         cfg=cfg,
         run_id=run_id,
+        files=files,
         root=root,
-        published=f"{store.uri}/runs/{run_id}" if existing else None,
+        uri=f"{store.uri}/runs/{run_id}",
         existing=_parse(store, manifest_key, existing),
         prepared=prepared,
         dataset_version=dataset_version,
         evaluated=evaluated,
     )
 
-    def judge(champion: Blob | None) -> Verdict:
-        pointer = _parse(store, CHAMPION, champion)
-        promote, reason, held = gate(
-            store=store, champion=pointer, new=run.score, run_id=run_id, cfg=cfg, prepared=prepared
-        )
-        return Verdict(promote, reason, held, pointer, champion.version if champion else None)
-
-    lineage = {"git_commit": git_commit, "dataset_version": dataset_version}
+    judge = functools.partial(verdict_on, store=store, run=run, cfg=cfg, prepared=prepared)
     plan = plan_run(
         run,
         judge(store.get(CHAMPION)),
         existing=existing,
+        git_commit=git_commit,
+        dataset_version=dataset_version,
         params=params,
         metrics=metrics,
-        **lineage,
     )
     uploaded = apply(store, plan)
     verdict = promote(store, run, plan, judge)
@@ -168,19 +170,20 @@ def candidate(
     *,
     cfg: PublishParams,
     run_id: str,
+    files: dict[str, Path],
     root: Path,
-    published: str | None,
+    uri: str,
     existing: dict | None,
     prepared: Prepared,
     dataset_version: str,
     evaluated: Path | None,
 ) -> Candidate:
-    """The run's files and score; a run id published before must hold the same files."""
-    files = collect(cfg.artifacts, root=root)
+    """The run's files, hashed, and its score; a run id published before must hold the same
+    files."""
     hashes = {rel: hash_file(path) for rel, path in files.items()}
     if existing is not None and _file_table(existing) != _table(hashes):
         raise UserError(
-            f"{published} was already published with different files; set "
+            f"{uri} was already published with different files; set "
             "a new publish.run_id (published runs are never overwritten)"
         )
     model = hashes.get(f"{cfg.model}/{MODEL_FILE}")
@@ -194,6 +197,17 @@ def candidate(
         model_sha256=model.sha256 if model else None,
     )
     return Candidate(run_id, files, hashes, new, cfg.model)
+
+
+def verdict_on(
+    champion: Blob | None, *, store: Store, run: Candidate, cfg: PublishParams, prepared: Prepared
+) -> Verdict:
+    """The gate's verdict on `run` against the champion pointer as read from the store."""
+    pointer = _parse(store, CHAMPION, champion)
+    promote, reason, held = gate(
+        store=store, champion=pointer, new=run.score, run_id=run.run_id, cfg=cfg, prepared=prepared
+    )
+    return Verdict(promote, reason, held, pointer, champion.version if champion else None)
 
 
 def plan_run(
