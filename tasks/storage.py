@@ -319,7 +319,9 @@ class S3Store:
             expected, sha256 = s3.sha256_checksum(digest.sha256), digest.sha256
             if "-" in etag or "-" in checksum:
                 part = self._head(key, PartNumber=1) or {}
-                expected, sha256 = s3.multipart_sha256(path, int(part.get("ContentLength", 1)))
+                expected, sha256 = s3.multipart_sha256(
+                    path, int(part.get("ContentLength", digest.size))
+                )
             if checksum.split("-")[0] != expected:
                 problems.append(f"ChecksumSHA256 {checksum} != {expected}")
             elif sha256 != digest.sha256:  # S3 holds the file as it is now, not as hashed
