@@ -124,17 +124,16 @@ def resolve_weights(spec: str, *, scratch: Path, s3_endpoint_url: str | None) ->
 
 def download_s3_object(uri: str, dest: Path, *, endpoint_url: str | None) -> Path:
     """Download one object; every failure a user can fix is one clear line."""
-    from tasks.sources.folder import s3_client, s3_user_errors
+    from tasks import s3
 
     bucket, _, key = uri[len("s3://") :].partition("/")
     if not bucket or not key or key.endswith("/"):
         raise UserError(f"backbone.weights = {uri}: expected s3://bucket/path/to/file.weights.h5")
-    with s3_user_errors(
-        f"backbone.weights = {uri}",
-        "check the bucket, key and credentials",
-        "data.s3_endpoint_url",
+    client = s3.client(endpoint_url=endpoint_url, endpoint_key="data.s3_endpoint_url")
+    with s3.errors(
+        uri, client, param="backbone.weights", what="download", endpoint_key="data.s3_endpoint_url"
     ):
-        s3_client(endpoint_url).download_file(bucket, key, str(dest))
+        client.download_file(bucket, key, str(dest))
     return dest
 
 

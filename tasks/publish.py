@@ -15,10 +15,17 @@ prepared test split; it replaces the champion only if it beats the champion's sc
 same dataset version by more than `publish.min_improvement` (a champion scored on another
 dataset version is re-scored on this one first). Otherwise the run stays a challenger.
 Publishing the same run again uploads nothing and changes nothing.
+
+`publish` plans first (hash, score, gate: nothing written), then applies the plan: files,
+manifest (created only if absent), and last champion.json, written only over the champion
+the gate read (If-Match / If-None-Match). A publisher that loses that race to another is
+gated again against the new champion; its manifest keeps the decision it was published with.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -35,12 +42,22 @@ from tasks.layout import CHAMPION, DETAILS, MANIFEST, METRICS, PROBS, SCORED
 from tasks.layout import MODEL as MODEL_FILE
 from tasks.lineage import dataset_version, git_commit, new_run_id, recorded_run_id
 from tasks.params import PublishParams, params_from_cli
-from tasks.storage import FileHash, MiB, Store, StoreUnavailable, open_store
+from tasks.storage import (
+    Blob,
+    Conflict,
+    FileHash,
+    MiB,
+    Store,
+    StoreUnavailable,
+    hash_file,
+    open_store,
+)
 
 log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
 EXIT_TEMPFAIL = 75  # store unreachable: a retry later may succeed (exit 2 = fix the input)
+CHAMPION_ATTEMPTS = 3  # champion writes lost to other publishers before giving up
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,43 @@ class Score:
     value: float
     dataset_version: str
     classes: list[str]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The run being published: its files (hashed once) and its score on the test split."""
+
+    run_id: str
+    files: dict[str, Path]  # path relative to the project -> file
+    hashes: dict[str, FileHash]
+    score: Score
+    model: str  # publish.model, e.g. models/fine_tune
+
+    @property
+    def prefix(self) -> str:
+        return f"runs/{self.run_id}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's answer against the champion it read (and the version it read)."""
+
+    promote: bool
+    reason: str
+    held: bool  # this run is the champion already
+    champion: dict | None
+    version: str | None  # the champion's version in the store: the write's IfMatch
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything publish will write, decided before the first write."""
+
+    uploads: dict[str, tuple[Path, FileHash]]  # key -> file; empty when published before
+    manifest_key: str
+    manifest: bytes | None  # None: this run was published before with the same files
+    manifest_sha256: str
+    verdict: Verdict
 
 
 def publish(
@@ -64,23 +118,75 @@ def publish(
     root: Path = Path("."),
     evaluated: Path | None = None,
 ) -> dict[str, Any]:
-    """Upload the run, write its manifest, then move the champion if the gate says so.
+    """Plan (read, hash, score, gate: nothing written), then apply: the run's files, its
+    manifest, and last the champion, if the gate says so.
 
     `evaluated`: the evaluate stage's details folder of `publish.model`; its test-split
     predictions are reused when they are provably of this model file and these labels.
     """
-    run = f"runs/{run_id}"
     files = collect(cfg.artifacts, root=root)
-    existing = _read_json(store, f"{run}/{MANIFEST}")  # first store call: fails fast if down
-    champion = _read_json(store, CHAMPION)
-    hashes = {rel: store.hash(path) for rel, path in files.items()}
+    manifest_key = f"runs/{run_id}/{MANIFEST}"
+    existing = store.get(manifest_key)  # first store call: fails fast if the store is down
+    run = candidate(
+        cfg=cfg,
+        run_id=run_id,
+        files=files,
+        root=root,
+        uri=f"{store.uri}/runs/{run_id}",
+        existing=_parse(store, manifest_key, existing),
+        prepared=prepared,
+        dataset_version=dataset_version,
+        evaluated=evaluated,
+    )
+
+    judge = functools.partial(verdict_on, store=store, run=run, cfg=cfg, prepared=prepared)
+    plan = plan_run(
+        run,
+        judge(store.get(CHAMPION)),
+        existing=existing,
+        git_commit=git_commit,
+        dataset_version=dataset_version,
+        params=params,
+        metrics=metrics,
+    )
+    uploaded = apply(store, plan)
+    verdict = promote(store, run, plan, judge)
+    decision = decision_of(run.score, verdict)
+    log.info(
+        "%s -> %s/%s: %s (%s)", run_id, store.uri, run.prefix, decision["status"], verdict.reason
+    )
+    return {
+        "run_id": run_id,
+        "uri": f"{store.uri}/{run.prefix}",
+        "manifest": plan.manifest_key,
+        "files": len(run.files),
+        "uploaded": uploaded,
+        "dataset_version": dataset_version,
+        **decision,
+    }
+
+
+def candidate(
+    *,
+    cfg: PublishParams,
+    run_id: str,
+    files: dict[str, Path],
+    root: Path,
+    uri: str,
+    existing: dict | None,
+    prepared: Prepared,
+    dataset_version: str,
+    evaluated: Path | None,
+) -> Candidate:
+    """The run's files, hashed, and its score; a run id published before must hold the same
+    files."""
+    hashes = {rel: hash_file(path) for rel, path in files.items()}
     if existing is not None and _file_table(existing) != _table(hashes):
         raise UserError(
-            f"{store.uri}/{run} was already published with different files; set "
+            f"{uri} was already published with different files; set "
             "a new publish.run_id (published runs are never overwritten)"
         )
-
-    model_sha256 = hashes[f"{cfg.model}/{MODEL_FILE}"].sha256
+    model = hashes.get(f"{cfg.model}/{MODEL_FILE}")
     new = score(
         model_file=root / cfg.model / MODEL_FILE,
         prepared=prepared,
@@ -88,72 +194,124 @@ def publish(
         dataset_version=dataset_version,
         batch_size=cfg.batch_size,
         evaluated=evaluated,
-        model_sha256=model_sha256,
+        model_sha256=model.sha256 if model else None,
     )
-    promote, reason, held = gate(
-        store=store, champion=champion, new=new, run_id=run_id, cfg=cfg, prepared=prepared
-    )
-    decision = {
-        "status": "champion" if promote or held else "challenger",
-        "reason": reason,
-        "metric": cfg.metric,
-        "value": new.value,
-        "champion_run": champion.get("run_id") if champion else None,
-        "champion_value": champion.get("value") if champion else None,
-    }
+    return Candidate(run_id, files, hashes, new, cfg.model)
 
-    uploaded = 0
-    if existing is None:
-        for rel, path in files.items():
-            uploaded += upload(store, f"{run}/{rel}", path, hashes[rel])
-        manifest = {
+
+def verdict_on(
+    champion: Blob | None, *, store: Store, run: Candidate, cfg: PublishParams, prepared: Prepared
+) -> Verdict:
+    """The gate's verdict on `run` against the champion pointer as read from the store."""
+    pointer = _parse(store, CHAMPION, champion)
+    promote, reason, held = gate(
+        store=store, champion=pointer, new=run.score, run_id=run.run_id, cfg=cfg, prepared=prepared
+    )
+    return Verdict(promote, reason, held, pointer, champion.version if champion else None)
+
+
+def plan_run(
+    run: Candidate,
+    verdict: Verdict,
+    *,
+    existing: Blob | None,
+    git_commit: str | None,
+    dataset_version: str,
+    params: dict[str, Any],
+    metrics: dict[str, Any] | None,
+) -> Plan:
+    """What to write: every file and a new manifest, or nothing when published before."""
+    key = f"{run.prefix}/{MANIFEST}"
+    if existing is not None:
+        return Plan({}, key, None, hashlib.sha256(existing.data).hexdigest(), verdict)
+    manifest = _dumps(
+        {
             "manifest_version": MANIFEST_VERSION,
-            "run_id": run_id,
+            "run_id": run.run_id,
             "published_at": _now(),
             "git_commit": git_commit,
             "dataset_version": dataset_version,
-            "model": f"{run}/{cfg.model}",
-            "classes": new.classes,
+            "model": f"{run.prefix}/{run.model}",
+            "classes": run.score.classes,
             "params": params,
             "metrics": metrics,
-            "decision": decision,
-            "files": _table(hashes),
+            "decision": decision_of(run.score, verdict),  # the gate's, when it was published
+            "files": _table(run.hashes),
         }
-        store.put_bytes(f"{run}/{MANIFEST}", _dumps(manifest))  # last: the run is complete
-    else:
-        log.info("%s/%s already published with the same files; nothing uploaded", store.uri, run)
-    if promote:
-        manifest_sha = file_sha_of(store, f"{run}/{MANIFEST}")
-        store.put_bytes(
-            CHAMPION,
-            _dumps(
-                {
-                    "run_id": run_id,
-                    "model": f"{run}/{cfg.model}/{MODEL_FILE}",
-                    "model_sha256": model_sha256,
-                    "manifest": f"{run}/{MANIFEST}",
-                    "manifest_sha256": manifest_sha,
-                    "dataset_version": dataset_version,
-                    "classes": new.classes,
-                    "metric": cfg.metric,
-                    "value": new.value,
-                    "split": "test",
-                    "promoted_at": _now(),
-                    "previous": {k: champion.get(k) for k in ("run_id", "value", "dataset_version")}
-                    if champion
-                    else None,
-                }
-            ),
-        )
-    log.info("%s -> %s/%s: %s (%s)", run_id, store.uri, run, decision["status"], reason)
+    )
+    uploads = {f"{run.prefix}/{rel}": (path, run.hashes[rel]) for rel, path in run.files.items()}
+    return Plan(uploads, key, manifest, hashlib.sha256(manifest).hexdigest(), verdict)
+
+
+def apply(store: Store, plan: Plan) -> int:
+    """Upload the files the store lacks, then the manifest: from then on the run is
+    complete. Returns the number of files sent."""
+    uploaded = sum(upload(store, key, path, digest) for key, (path, digest) in plan.uploads.items())
+    if plan.manifest is None:
+        log.info("%s/%s exists with the same files; nothing uploaded", store.uri, plan.manifest_key)
+        return uploaded
+    try:
+        store.put_bytes(plan.manifest_key, plan.manifest, if_absent=True)
+    except Conflict:
+        raise UserError(
+            f"{store.uri}/{plan.manifest_key} was published meanwhile by another publisher "
+            "under the same run id; set a new publish.run_id"
+        ) from None
+    return uploaded
+
+
+def promote(store: Store, run: Candidate, plan: Plan, judge) -> Verdict:
+    """Write champion.json, last, if the gate says so, and only over the champion the gate
+    read (a conditional write): a publisher that lost a race is gated again against the
+    champion that won it."""
+    verdict = plan.verdict
+    for _ in range(CHAMPION_ATTEMPTS):
+        if not verdict.promote:
+            return verdict
+        pointer = champion_pointer(run, plan, verdict.champion)
+        try:
+            store.put_bytes(
+                CHAMPION, _dumps(pointer), if_match=verdict.version, if_absent=not verdict.version
+            )
+            return verdict
+        except Conflict:
+            log.warning("%s changed while %s was published; gating again", CHAMPION, run.run_id)
+            verdict = judge(store.get(CHAMPION))
+    raise UserError(
+        f"{store.uri}/{CHAMPION} kept changing while {run.run_id} was published; publish "
+        "the same run again later (nothing is uploaded twice)"
+    )
+
+
+def champion_pointer(run: Candidate, plan: Plan, previous: dict | None) -> dict[str, Any]:
+    model = f"{run.model}/{MODEL_FILE}"
     return {
-        "run_id": run_id,
-        "uri": f"{store.uri}/{run}",
-        "manifest": f"{run}/{MANIFEST}",
-        "files": len(files),
-        "uploaded": uploaded,
-        "dataset_version": dataset_version,
-        **decision,
+        "run_id": run.run_id,
+        "model": f"{run.prefix}/{model}",
+        "model_sha256": run.hashes[model].sha256,
+        "manifest": plan.manifest_key,
+        "manifest_sha256": plan.manifest_sha256,
+        "dataset_version": run.score.dataset_version,
+        "classes": run.score.classes,
+        "metric": run.score.metric,
+        "value": run.score.value,
+        "split": "test",
+        "promoted_at": _now(),
+        "previous": {k: previous.get(k) for k in ("run_id", "value", "dataset_version")}
+        if previous
+        else None,
+    }
+
+
+def decision_of(new: Score, verdict: Verdict) -> dict[str, Any]:
+    champion = verdict.champion
+    return {
+        "status": "champion" if verdict.promote or verdict.held else "challenger",
+        "reason": verdict.reason,
+        "metric": new.metric,
+        "value": new.value,
+        "champion_run": champion.get("run_id") if champion else None,
+        "champion_value": champion.get("value") if champion else None,
     }
 
 
@@ -322,11 +480,6 @@ def rescore_champion(
         ).value
 
 
-def file_sha_of(store: Store, key: str) -> str | None:
-    info = store.head(key)
-    return info.sha256 if info else None
-
-
 def _table(hashes: dict[str, FileHash]) -> list[dict[str, Any]]:
     return [{"path": k, "sha256": h.sha256, "size": h.size} for k, h in sorted(hashes.items())]
 
@@ -335,12 +488,11 @@ def _file_table(manifest: dict) -> list[dict[str, Any]]:
     return sorted(manifest.get("files", []), key=lambda f: f["path"])
 
 
-def _read_json(store: Store, key: str) -> dict | None:
-    data = store.get_bytes(key)
-    if data is None:
+def _parse(store: Store, key: str, blob: Blob | None) -> dict | None:
+    if blob is None:
         return None
     try:
-        return json.loads(data)
+        return json.loads(blob.data)
     except ValueError:
         raise UserError(f"{store.uri}/{key} is not valid JSON; fix or delete it") from None
 
@@ -373,7 +525,6 @@ def main() -> None:
         endpoint_url=cfg.endpoint_url,
         profile=cfg.profile,
         retries=cfg.retries,
-        backoff=cfg.backoff,
         timeout=cfg.timeout,
         multipart_threshold=cfg.multipart_threshold_mb * MiB,
         multipart_chunk=cfg.multipart_chunk_mb * MiB,

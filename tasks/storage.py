@@ -6,39 +6,43 @@
 Both take keys relative to the destination ("runs/<id>/manifest.json") and give the same
 guarantees, so `tasks.publish` has one code path:
 
-- `put_file` verifies what landed: locally the copy's sha256; on S3 the size, the sha256 we
-  store in the object's metadata, and the ETag (the MD5, or for multipart uploads the MD5 of
-  the part MD5s, recomputed here with the same part size). A store whose ETag is not an MD5
-  (SSE-KMS) is verified by downloading the object again.
+- `put_file` verifies what landed: locally the copy's sha256; on S3 the SHA-256 checksum S3
+  itself computed on upload (`ChecksumAlgorithm="SHA256"`, read back with HeadObject
+  `ChecksumMode=ENABLED`: the file's sha256, or for a multipart upload the sha256 of the
+  part digests, "-<parts>"). A store that keeps no flexible checksums gets its size and, for
+  a single-part upload, its MD5 ETag checked. Nothing is downloaded again to verify it.
 - `put_bytes` replaces an object atomically: readers see the old or the new one, never half.
-- S3 calls that fail for a transient reason (connection refused, timeout, 5xx, throttling)
-  are retried with exponential backoff; then one `UserError` names the store and what to
-  check. Credentials come only from the environment, an AWS profile or the instance role.
+  With `if_absent` (create only) or `if_match` (replace only the version `get` returned) it
+  is a conditional write; `Conflict` says another writer got there first.
+- S3 calls retry in botocore's standard mode, errors map to one line (tasks/s3.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
-import os
 import shutil
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from tasks import s3
 from tasks.common import UserError, atomic_path, file_digest
+from tasks.s3 import StoreUnavailable
+
+__all__ = ["Conflict", "FileHash", "MiB", "Store", "StoreUnavailable", "hash_file", "open_store"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 MiB = 1 << 20
 SHA256_META = "sha256"  # x-amz-meta-sha256: the file's sha256, set on every upload
 
 
-class StoreUnavailable(UserError):
-    """The store did not answer after every retry: worth retrying later, unlike a UserError."""
+class Conflict(UserError):
+    """A conditional write lost: another writer created or changed the object first."""
 
 
 @dataclass(frozen=True)
@@ -48,38 +52,40 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
+class Blob:
+    data: bytes
+    version: str  # S3: the ETag; local: the sha256. What `put_bytes(if_match=...)` takes
+
+
+@dataclass(frozen=True)
 class FileHash:
     sha256: str
     size: int
-    etag: str  # the S3 ETag this file gets when uploaded with the given part size
+    md5: str  # the ETag of a single-part upload on a store without flexible checksums
 
 
 class Store(Protocol):
     uri: str
 
-    def hash(self, path: Path) -> FileHash: ...
     def head(self, key: str) -> ObjectInfo | None: ...
+    def get(self, key: str) -> Blob | None: ...
     def get_bytes(self, key: str) -> bytes | None: ...
     def get_file(self, key: str, path: Path) -> None: ...
-    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def put_bytes(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
+    ) -> None: ...
     def put_file(self, key: str, path: Path, digest: FileHash) -> None: ...
 
 
-def hash_file(path: Path, part_size: int, threshold: int) -> FileHash:
-    """sha256, size and expected S3 ETag of a file, in one read."""
-    sha, whole, parts = hashlib.sha256(), hashlib.md5(), []
-    size = 0
+def hash_file(path: Path) -> FileHash:
+    """sha256, size and md5 of a file, in one read."""
+    sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
     with open(path, "rb") as f:
-        while block := f.read(part_size):
+        while block := f.read(MiB):
             sha.update(block)
-            whole.update(block)
-            parts.append(hashlib.md5(block).digest())
+            md5.update(block)
             size += len(block)
-    if size < threshold:
-        etag = whole.hexdigest()
-    else:  # multipart: md5 of the concatenated part md5s, then "-<number of parts>"
-        etag = f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
-    return FileHash(sha.hexdigest(), size, etag)
+    return FileHash(sha.hexdigest(), size, md5.hexdigest())
 
 
 def open_store(
@@ -88,7 +94,6 @@ def open_store(
     endpoint_url: str | None = None,
     profile: str | None = None,
     retries: int = 5,
-    backoff: float = 1.0,
     timeout: float = 30.0,
     multipart_threshold: int = 64 * MiB,
     multipart_chunk: int = 16 * MiB,
@@ -100,16 +105,23 @@ def open_store(
             raise UserError(
                 f"publish.destination = {destination!r}: no bucket; expected s3://bucket/prefix"
             )
+        from boto3.s3.transfer import TransferConfig
+
         return S3Store(
             url.netloc,
             url.path.strip("/"),
-            endpoint_url=endpoint_url,
-            profile=profile,
-            retries=retries,
-            backoff=backoff,
-            timeout=timeout,
-            multipart_threshold=multipart_threshold,
-            multipart_chunk=multipart_chunk,
+            client=s3.client(
+                endpoint_url=endpoint_url,
+                profile=profile,
+                attempts=retries,
+                timeout=timeout,
+                endpoint_key="publish.endpoint_url",
+            ),
+            transfer=TransferConfig(
+                multipart_threshold=multipart_threshold,
+                multipart_chunksize=multipart_chunk,
+                use_threads=False,
+            ),
         )
     if url.scheme == "file":
         return LocalStore(Path(url.path))
@@ -134,25 +146,50 @@ class LocalStore:
             raise ValueError(f"key {key!r} escapes the store")
         return path
 
-    def hash(self, path: Path) -> FileHash:
-        return hash_file(path, part_size=16 * MiB, threshold=1 << 62)
-
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
         if not path.is_file():
             return None
         return ObjectInfo(path.stat().st_size, file_digest(path))
 
-    def get_bytes(self, key: str) -> bytes | None:
+    def get(self, key: str) -> Blob | None:
         path = self._path(key)
-        return path.read_bytes() if path.is_file() else None
+        if not path.is_file():
+            return None
+        data = path.read_bytes()
+        return Blob(data, hashlib.sha256(data).hexdigest())
+
+    def get_bytes(self, key: str) -> bytes | None:
+        blob = self.get(key)
+        return blob.data if blob else None
 
     def get_file(self, key: str, path: Path) -> None:
         shutil.copyfile(self._path(key), path)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        with atomic_path(self._path(key)) as tmp:
-            tmp.write_bytes(data)
+    def put_bytes(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
+    ) -> None:
+        target = self._path(key)
+        if not (if_match or if_absent):
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(data)
+            return
+        with self._locked(target):  # compare and swap: every conditional writer locks first
+            current = self.get(key)
+            if (if_absent and current is not None) or (
+                if_match and (current is None or current.version != if_match)
+            ):
+                raise Conflict(f"{self.uri}/{key} was written by another publisher meanwhile")
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(data)
+
+    @contextlib.contextmanager
+    def _locked(self, target: Path) -> Iterator[None]:
+        """An exclusive lock beside `target`; the kernel drops it if the process dies."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.with_name(f".{target.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def put_file(self, key: str, path: Path, digest: FileHash) -> None:
         with atomic_path(self._path(key)) as tmp:
@@ -168,199 +205,134 @@ class LocalStore:
 class S3Store:
     """A bucket and prefix on AWS S3 or any S3-compatible store (MinIO, Ceph, moto)."""
 
-    def __init__(
-        self,
-        bucket: str,
-        prefix: str,
-        *,
-        endpoint_url: str | None,
-        profile: str | None,
-        retries: int,
-        backoff: float,
-        timeout: float,
-        multipart_threshold: int,
-        multipart_chunk: int,
-    ) -> None:
-        import boto3
-        from boto3.s3.transfer import TransferConfig
-        from botocore.config import Config
-
+    def __init__(self, bucket: str, prefix: str, *, client: Any, transfer: Any) -> None:
         self.bucket, self.prefix = bucket, prefix
         self.uri = f"s3://{bucket}/{prefix}".rstrip("/")
-        self.endpoint = (
-            endpoint_url
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
-            or "AWS"
-        )
-        self.retries, self.backoff = retries, backoff
-        session = boto3.Session(profile_name=profile) if profile else boto3.Session()
-        # One attempt per call in botocore: the retry loop below owns attempts and backoff.
-        config = Config(
-            retries={"max_attempts": 1, "mode": "standard"},
-            connect_timeout=timeout,
-            read_timeout=timeout,
-        )
-        self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
-        self.transfer = TransferConfig(
-            multipart_threshold=multipart_threshold,
-            multipart_chunksize=multipart_chunk,
-            use_threads=False,
-        )
+        self.client, self.transfer = client, transfer
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one S3 operation, retrying transient failures with exponential backoff."""
-        from boto3.exceptions import S3UploadFailedError
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            NoCredentialsError,
-            PartialCredentialsError,
+    def _errors(self, what: str):
+        return s3.errors(
+            self.uri,
+            self.client,
+            param="publish.destination",
+            what=what,
+            endpoint_key="publish.endpoint_url",
         )
 
-        delay = self.backoff
-        for attempt in range(1, self.retries + 1):
-            try:
-                return fn()
-            except (NoCredentialsError, PartialCredentialsError):
-                raise UserError(
-                    f"{self.uri}: no S3 credentials; set AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE / publish.profile "
-                    "(in Airflow: the orchestration.aws_conn_id connection)"
-                ) from None
-            except ClientError as e:
-                code = str(e.response.get("Error", {}).get("Code", ""))
-                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                if code in ("NoSuchBucket",):
-                    raise UserError(
-                        f"{self.uri}: bucket {self.bucket!r} does not exist at "
-                        f"{self.endpoint}; create it or fix publish.destination"
-                    ) from None
-                if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-                    raise UserError(
-                        f"{self.uri}: access denied ({code}) for {what}; check "
-                        "the credentials and the bucket policy"
-                    ) from None
-                if status < 500 and code not in ("SlowDown", "Throttling", "RequestTimeout"):
-                    raise
-                err: Exception = e
-            except (BotoCoreError, S3UploadFailedError, OSError) as e:
-                err = e
-            if attempt == self.retries:
-                raise StoreUnavailable(
-                    f"{self.uri}: store unreachable at {self.endpoint} ({what} "
-                    f"failed {self.retries} times, last: {type(err).__name__}: "
-                    f"{err}); check publish.endpoint_url and the network"
-                ) from None
-            log.warning(
-                "%s: %s failed (%s), retry %d/%d in %.1f s",
-                self.uri,
-                what,
-                type(err).__name__,
-                attempt,
-                self.retries - 1,
-                delay,
-            )
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
-
-    def hash(self, path: Path) -> FileHash:
-        """The file's digest, with the ETag boto3's upload of it will produce."""
-        from s3transfer.utils import ChunksizeAdjuster
-
-        size = path.stat().st_size
-        part = ChunksizeAdjuster().adjust_chunksize(self.transfer.multipart_chunksize, size)
-        return hash_file(path, part_size=part, threshold=self.transfer.multipart_threshold)
-
-    def head(self, key: str) -> ObjectInfo | None:
+    def _head(self, key: str, **kwargs: Any) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
 
-        def head() -> dict[str, Any] | None:
+        with self._errors(f"HEAD {key}"):
             try:
-                return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+                return self.client.head_object(Bucket=self.bucket, Key=self._key(key), **kwargs)
             except ClientError as e:
-                if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                if s3.error_code(e) in s3.NOT_FOUND:
                     return None
                 raise
 
-        meta = self._call(f"HEAD {key}", head)
+    def head(self, key: str) -> ObjectInfo | None:
+        meta = self._head(key)
         if meta is None:
             return None
         return ObjectInfo(int(meta["ContentLength"]), meta.get("Metadata", {}).get(SHA256_META))
 
-    def get_bytes(self, key: str) -> bytes | None:
+    def get(self, key: str) -> Blob | None:
         from botocore.exceptions import ClientError
 
-        def get() -> bytes | None:
+        with self._errors(f"GET {key}"):
             try:
                 obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             except ClientError as e:
-                if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                if s3.error_code(e) in s3.NOT_FOUND:
                     return None
                 raise
-            return obj["Body"].read()
+            return Blob(obj["Body"].read(), obj["ETag"])
 
-        return self._call(f"GET {key}", get)
+    def get_bytes(self, key: str) -> bytes | None:
+        blob = self.get(key)
+        return blob.data if blob else None
 
     def get_file(self, key: str, path: Path) -> None:
-        self._call(
-            f"GET {key}",
-            lambda: self.client.download_file(
-                self.bucket, self._key(key), str(path), Config=self.transfer
-            ),
-        )
+        with self._errors(f"GET {key}"):
+            self.client.download_file(self.bucket, self._key(key), str(path), Config=self.transfer)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        # One PUT is atomic on S3: a reader gets the previous object or this one.
-        self._call(
-            f"PUT {key}",
-            lambda: self.client.put_object(
-                Bucket=self.bucket,
-                Key=self._key(key),
-                Body=data,
-                Metadata={SHA256_META: hashlib.sha256(data).hexdigest()},
-            ),
-        )
+    def put_bytes(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
+    ) -> None:
+        """One PUT is atomic on S3: a reader gets the previous object or this one."""
+        from botocore.exceptions import ClientError
+
+        condition = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"} if if_absent else {}
+        with self._errors(f"PUT {key}"):
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=data,
+                    ChecksumAlgorithm="SHA256",
+                    Metadata={SHA256_META: hashlib.sha256(data).hexdigest()},
+                    **condition,
+                )
+            except ClientError as e:
+                code = s3.error_code(e)
+                if condition and code in s3.CONFLICT:
+                    raise Conflict(
+                        f"{self.uri}/{key} was written by another publisher meanwhile ({code})"
+                    ) from None
+                if not condition or code != "NotImplemented":
+                    raise
+                log.warning(
+                    "%s: no conditional writes here; %s written unconditionally", self.uri, key
+                )
+                self.put_bytes(key, data)
 
     def put_file(self, key: str, path: Path, digest: FileHash) -> None:
-        self._call(
-            f"upload {key}",
-            lambda: self.client.upload_file(
+        with self._errors(f"upload {key}"):
+            self.client.upload_file(
                 str(path),
                 self.bucket,
                 self._key(key),
                 Config=self.transfer,
-                ExtraArgs={"Metadata": {SHA256_META: digest.sha256}},
-            ),
-        )
-        meta = self._call(
-            f"HEAD {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        )
-        etag = meta.get("ETag", "").strip('"')
-        problems = []
-        if int(meta["ContentLength"]) != digest.size:
-            problems.append(f"size {meta['ContentLength']} != {digest.size}")
-        if meta.get("Metadata", {}).get(SHA256_META) != digest.sha256:
-            problems.append("sha256 metadata missing or different")
-        if _is_md5_etag(etag):
-            if etag != digest.etag:
-                problems.append(f"ETag {etag} != {digest.etag}")
-        elif not problems:  # ETag is not an MD5 (e.g. SSE-KMS): read it back and hash it
-            data = self.get_bytes(key) or b""
-            if hashlib.sha256(data).hexdigest() != digest.sha256:
-                problems.append("content read back differs")
+                ExtraArgs={"Metadata": {SHA256_META: digest.sha256}, "ChecksumAlgorithm": "SHA256"},
+            )
+        problems = self._verify(key, path, digest)
         if problems:
             raise UserError(f"{self.uri}/{key}: upload did not verify ({'; '.join(problems)})")
 
+    def _verify(self, key: str, path: Path, digest: FileHash) -> list[str]:
+        """What differs between the uploaded object and the file: S3's own checksum of what
+        it received, or on a store without flexible checksums its size and MD5 ETag."""
+        meta = self._head(key, ChecksumMode="ENABLED") or {}
+        problems = []
+        if int(meta.get("ContentLength", -1)) != digest.size:
+            problems.append(f"size {meta.get('ContentLength')} != {digest.size}")
+        if meta.get("Metadata", {}).get(SHA256_META) != digest.sha256:
+            problems.append("sha256 metadata missing or different")
+        checksum = meta.get("ChecksumSHA256")
+        etag = meta.get("ETag", "").strip('"')
+        if checksum:
+            # multipart ("-<parts>" on the ETag, on the checksum too for AWS): a digest of the
+            # part digests, parts of the size this upload used
+            expected, sha256 = s3.sha256_checksum(digest.sha256), digest.sha256
+            if "-" in etag or "-" in checksum:
+                part = self._head(key, PartNumber=1) or {}
+                expected, sha256 = s3.multipart_sha256(
+                    path, int(part.get("ContentLength", digest.size))
+                )
+            if checksum.split("-")[0] != expected:
+                problems.append(f"ChecksumSHA256 {checksum} != {expected}")
+            elif sha256 != digest.sha256:  # S3 holds the file as it is now, not as hashed
+                problems.append("ChecksumSHA256 of a file changed since it was hashed")
+        elif _is_md5(etag):
+            if etag != digest.md5:
+                problems.append(f"ETag {etag} != md5 {digest.md5}")
+        else:  # multipart or encrypted (SSE-KMS) on a store without checksums
+            log.warning("%s/%s: the store keeps no checksum; verified by size only", self.uri, key)
+        return problems
 
-def _is_md5_etag(etag: str) -> bool:
-    head, _, parts = etag.partition("-")
-    return (
-        len(head) == 32
-        and all(c in "0123456789abcdef" for c in head)
-        and (not parts or parts.isdigit())
-    )
+
+def _is_md5(etag: str) -> bool:
+    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag)

@@ -208,25 +208,27 @@ def has_remote(ws: Path) -> bool:
 
 
 def aws_env(conn_id: str | None) -> dict[str, str]:
-    """AWS_* variables from an Airflow connection (login/password, extra: endpoint_url,
-    region_name, profile_name, aws_session_token); {} when there is none (env is used)."""
+    """AWS_* variables for a stage from the Airflow connection `conn_id`, resolved by the
+    amazon provider's AwsBaseHook (keys, session token, profile or assumed role; region and
+    endpoint_url from its extra); {} when there is none, so the worker's environment is used."""
     if not conn_id:
         return {}
-    from airflow.sdk import Connection
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook  # boto3: not at parse
 
-    try:
-        conn = Connection.get(conn_id)
-    except Exception:  # not defined: credentials come from the worker's environment
+    hook = AwsBaseHook(aws_conn_id=conn_id, client_type="s3")
+    config = hook.conn_config
+    if config.conn_id != conn_id:  # not defined: the provider fell back to an empty one
         log.info("no Airflow connection %r; S3 credentials from the environment", conn_id)
         return {}
-    extra = conn.extra_dejson or {}
+    session = hook.get_session()
+    found = session.get_credentials()  # None: nothing anywhere; the stage names what to set
+    creds = found.get_frozen_credentials() if found else None
     pairs = {
-        "AWS_ACCESS_KEY_ID": conn.login,
-        "AWS_SECRET_ACCESS_KEY": conn.password,
-        "AWS_SESSION_TOKEN": extra.get("aws_session_token"),
-        "AWS_ENDPOINT_URL": extra.get("endpoint_url"),
-        "AWS_DEFAULT_REGION": extra.get("region_name"),
-        "AWS_PROFILE": extra.get("profile_name"),
+        "AWS_ACCESS_KEY_ID": creds and creds.access_key,
+        "AWS_SECRET_ACCESS_KEY": creds and creds.secret_key,
+        "AWS_SESSION_TOKEN": creds and creds.token,
+        "AWS_ENDPOINT_URL": config.endpoint_url,
+        "AWS_DEFAULT_REGION": config.region_name or session.region_name,
     }
     return {k: str(v) for k, v in pairs.items() if v}
 

@@ -10,15 +10,14 @@ Two layouts are understood:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from tasks import s3
 from tasks.common import UserError, atomic_path
 from tasks.params import DataParams
 from tasks.sources import RawDataset, RawSplit, image_files, write_fetch_record
@@ -41,7 +40,7 @@ def fetch(data: DataParams, out: Path) -> None:
     assert data.path  # checked by DataParams
     dest = out / DATA
     if data.path.startswith("s3://"):
-        n = _download_s3(data.path, dest, endpoint_url=data.s3_endpoint_url)
+        n = _download_s3(data.path, dest, data=data)
     else:
         src = Path(data.path).expanduser()
         if not src.is_dir():
@@ -110,50 +109,20 @@ def _copy_local(src: Path, dest: Path) -> int:
     return n
 
 
-def s3_client(endpoint_url: str | None):
-    """A boto3 S3 client; credentials come from the environment or an AWS profile only."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
-    )
-
-
-@contextlib.contextmanager
-def s3_user_errors(subject: str, hint: str, endpoint_key: str) -> Iterator[None]:
-    """Turn botocore's failures a user can fix into one clear UserError line.
-
-    `subject` names what was asked for (e.g. the URI), `hint` what to check on an S3 error,
-    `endpoint_key` the param that sets the endpoint.
-    """
-    import botocore.exceptions as bx
-
-    try:
-        yield
-    except bx.NoCredentialsError:
-        raise UserError(
-            "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "(or AWS_PROFILE) in the environment"
-        ) from None
-    except bx.EndpointConnectionError as e:
-        raise UserError(f"cannot reach the S3 endpoint ({e}); check {endpoint_key}") from None
-    except bx.ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "")
-        raise UserError(f"{subject}: S3 error {code or e} ({hint})") from None
-
-
-def _download_s3(uri: str, dest: Path, *, endpoint_url: str | None) -> int:
-    bucket, _, prefix = uri[len("s3://") :].partition("/")
+def _download_s3(uri: str, dest: Path, *, data: DataParams) -> int:
+    bucket, prefix = s3.split_uri(uri)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    s3 = s3_client(endpoint_url)
+    client = s3.client(
+        endpoint_url=data.s3_endpoint_url,
+        attempts=data.download_retries,
+        timeout=data.download_timeout,
+        endpoint_key="data.s3_endpoint_url",
+    )
     n = 0
-    with s3_user_errors(
-        uri, "check the bucket name, prefix and credentials", "data.s3_endpoint_url"
+    with s3.errors(
+        uri, client, param="data.path", what="download", endpoint_key="data.s3_endpoint_url"
     ):
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 rel = obj["Key"][len(prefix) :]
                 parts = rel.split("/")
@@ -163,7 +132,7 @@ def _download_s3(uri: str, dest: Path, *, endpoint_url: str | None) -> int:
                     continue
                 target = dest / rel
                 with atomic_path(target) as tmp:
-                    s3.download_file(bucket, obj["Key"], str(tmp))
+                    client.download_file(bucket, obj["Key"], str(tmp))
                     _check_etag(tmp, obj, uri)
                 n += 1
     log.info("downloaded %d objects from %s", n, uri)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import io
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from tasks.common import UserError
-from tasks.download import download, safe_extract_tar
+from tasks.download import CHUNK, download, safe_extract_tar
 
 
 def md5(data: bytes) -> str:
@@ -50,6 +52,46 @@ def test_unreachable_server_is_retried_then_fails_clearly(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/a.tgz"  # nothing listens there
     with pytest.raises(UserError, match="after 3 attempts"):
         download(url, tmp_path / "a.tgz", md5=None, retries=3, timeout=2, backoff=0.01)
+
+
+class FlakyMirror(http.server.BaseHTTPRequestHandler):
+    """Serves `server.data`, misbehaving as `server.plan` says, one step per request:
+    "503" answers 503, "cut" closes the connection halfway through the body."""
+
+    def do_GET(self) -> None:
+        self.server.ranges.append(self.headers.get("Range"))
+        step = self.server.plan.pop(0) if self.server.plan else "ok"
+        if step == "503":
+            self.send_error(503)
+            return
+        start = int((self.headers.get("Range") or "bytes=0-")[6:].rstrip("-"))
+        body = self.server.data[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.server.data) - 1}/*")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if step == "cut" else body)
+        self.close_connection = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_flaky_mirror_is_retried_and_a_cut_body_resumed_with_range(tmp_path):
+    data = bytes(range(256)) * (3 << 12)  # 3 MiB, cut at 1.5 MiB
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FlakyMirror)
+    server.data, server.plan, server.ranges = data, ["503", "cut"], []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/a.bin"
+        dest = download(url, tmp_path / "a.bin", md5=md5(data), retries=3, backoff=0.01)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert dest.read_bytes() == data and not list(tmp_path.glob("*.part"))
+    # 503 retried by urllib3; the body cut at 1.5 MiB resumes after the whole MiB written
+    assert server.ranges == [None, None, f"bytes={CHUNK}-"]
 
 
 def tar_with(path: Path, members: list[tarfile.TarInfo], payload: bytes = b"data") -> Path:

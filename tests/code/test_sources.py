@@ -227,6 +227,7 @@ def test_s3_errors_are_one_clear_message(s3_server, tmp_path):
         source="folder",
         path="s3://no-such-bucket/x",
         s3_endpoint_url=s3_server.endpoint_url,
+        download_retries=2,  # botocore's standard mode: one retry, under a second of backoff
     )
     with pytest.raises(UserError, match="NoSuchBucket"):
         fetch(data=data)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ from tasks.common import UserError
 from tasks.dataset import open_prepared
 from tasks.params import PublishParams, load_params, section
 from tasks.publish import publish
-from tasks.storage import MiB, open_store
+from tasks.storage import Conflict, FileHash, MiB, hash_file, open_store
 from tests.conftest import ROOT, free_port
 from tests.helpers import random_images, write_prepared
 
@@ -195,7 +198,6 @@ def test_s3_publish_multipart_verified_and_store_down_changes_nothing(
         "s3://models/team/resnet",
         endpoint_url=s3_server.endpoint_url,
         retries=2,
-        backoff=0.01,
         timeout=2,
         multipart_threshold=5 * MiB,
         multipart_chunk=5 * MiB,
@@ -218,7 +220,6 @@ def test_s3_publish_multipart_verified_and_store_down_changes_nothing(
         "s3://models/team/resnet",
         endpoint_url=f"http://127.0.0.1:{free_port()}",
         retries=2,
-        backoff=0.01,
         timeout=1,
     )
     constant_model(root / "models/m/model.keras", answer=1)
@@ -317,3 +318,196 @@ def test_unnamed_run_takes_the_report_run_id(tmp_path: Path, monkeypatch) -> Non
     (tmp_path / figures).mkdir()
     (tmp_path / figures / REPORT_RUN).write_text('{"run_id": "20261122T1200Z-abc"}')
     assert recorded_run_id(figures) == "20261122T1200Z-abc"
+
+
+class Racer:
+    """One publisher's view of a shared store: its first champion write waits until the
+    other publisher is about to write too, so both have read the same old champion."""
+
+    def __init__(self, store, barrier: threading.Barrier, accepted: list[str]) -> None:
+        self.store, self.barrier, self.accepted = store, barrier, accepted
+        self.uri, self.waited = store.uri, False
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+    def put_bytes(self, key: str, data: bytes, **condition) -> None:
+        if key == "champion.json" and not self.waited:
+            self.waited = True
+            self.barrier.wait(timeout=60)
+        self.store.put_bytes(key, data, **condition)
+        if key == "champion.json":
+            self.accepted.append(json.loads(data)["run_id"])
+
+
+def evaluated_project(root: Path, answer: int) -> tuple[Path, Path]:
+    """A project whose model scores 0.5 on [0, 0, 1, 1], with evaluate's predictions of it
+    (so the gate needs no TensorFlow in the racing threads)."""
+    from tasks.evaluate import SCORED, scored_record
+
+    project(root, test_labels=[0, 0, 1, 1], answer=answer)
+    details = root / "metrics/details/m"
+    details.mkdir(parents=True)
+    np.save(details / "probs.npy", np.tile(np.eye(3, dtype=np.float32)[answer], (4, 1)))
+    labels = open_prepared(root / "data/prepared").labels("test")
+    (details / SCORED).write_text(
+        json.dumps(scored_record(root / "models/m/model.keras", "test", labels))
+    )
+    return root, details
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["folder", "s3"])
+def test_two_publishers_racing_for_the_champion_cannot_overwrite_each_other(
+    tmp_path: Path, kind: str, request
+) -> None:
+    if kind == "s3":
+        server = request.getfixturevalue("s3_server")
+        server.client().create_bucket(Bucket="models")
+
+        def new_store():
+            return open_store("s3://models/race", endpoint_url=server.endpoint_url, retries=2)
+    else:
+
+        def new_store():
+            return open_store(str(tmp_path / "store"))
+
+    barrier, accepted = threading.Barrier(2), []
+    runs = {
+        run_id: evaluated_project(tmp_path / run_id, answer)
+        for run_id, answer in (("run-a", 0), ("run-b", 1))
+    }
+
+    def publish_one(run_id: str) -> dict:
+        root, details = runs[run_id]
+        return publish(
+            store=Racer(new_store(), barrier, accepted),
+            cfg=CFG,
+            run_id=run_id,
+            prepared=open_prepared(root / "data/prepared"),
+            dataset_version="md5:v1",
+            git_commit="abc123",
+            params={},
+            metrics=None,
+            root=root,
+            evaluated=details,
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        records = dict(zip(runs, pool.map(publish_one, runs), strict=True))
+
+    assert len(accepted) == 1  # exactly one champion write won
+    winner = accepted[0]
+    loser = next(r for r in runs if r != winner)
+    assert records[winner]["status"] == "champion"
+    assert records[winner]["reason"] == "no champion yet"
+    assert records[loser]["status"] == "challenger"  # re-gated against the winner: a tie
+    assert records[loser]["champion_run"] == winner and "does not beat" in records[loser]["reason"]
+    store = new_store()
+    champion = read(store, "champion.json")
+    manifest_bytes = store.get_bytes(champion["manifest"])
+    manifest = json.loads(manifest_bytes)
+    assert champion["run_id"] == manifest["run_id"] == winner
+    assert champion["manifest_sha256"] == hashlib.sha256(manifest_bytes).hexdigest()
+    model = next(f for f in manifest["files"] if f["path"] == "models/m/model.keras")
+    assert champion["model_sha256"] == model["sha256"]
+    for run_id, (root, _) in runs.items():  # both runs are published whole
+        for f in read(store, f"runs/{run_id}/manifest.json")["files"]:
+            data = store.get_bytes(f"runs/{run_id}/{f['path']}")
+            local = (root / f["path"]).read_bytes()
+            assert (
+                hashlib.sha256(data).hexdigest() == f["sha256"] == hashlib.sha256(local).hexdigest()
+            )
+
+
+def test_a_file_changed_after_hashing_is_caught_by_the_stores_checksum(
+    tmp_path: Path, s3_server, caplog
+) -> None:
+    """S3 checksums what it received (single-part: the sha256; multipart: the sha256 of the
+    part sha256s); a store that keeps no checksum falls back to the MD5 ETag, or size only."""
+    s3_server.client().create_bucket(Bucket="models")
+    store = open_store(
+        "s3://models/v",
+        endpoint_url=s3_server.endpoint_url,
+        retries=2,
+        multipart_threshold=5 * MiB,
+        multipart_chunk=5 * MiB,
+    )
+    rng = np.random.default_rng(0)
+    small, big = tmp_path / "small.bin", tmp_path / "big.bin"
+    small.write_bytes(rng.bytes(1000))
+    big.write_bytes(rng.bytes(11 * MiB))  # 3 parts
+
+    def changed_after_hashing(path: Path) -> FileHash:
+        digest = hash_file(path)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 1  # same size, same metadata: only a checksum can tell
+        path.write_bytes(bytes(data))
+        return digest
+
+    for path in (small, big):
+        store.put_file(path.name, path, hash_file(path))  # verified
+        with pytest.raises(UserError, match="did not verify .*ChecksumSHA256"):
+            store.put_file(path.name, path, changed_after_hashing(path))
+
+    # a store without flexible checksums (HeadObject returns none)
+    store.client.meta.events.register(
+        "after-call.s3.HeadObject", lambda parsed, **_: parsed.pop("ChecksumSHA256", None)
+    )
+    store.put_file("small.bin", small, hash_file(small))
+    with pytest.raises(UserError, match="did not verify .*ETag"):
+        store.put_file("small.bin", small, changed_after_hashing(small))
+    store.put_file("big.bin", big, hash_file(big))
+    assert "verified by size only" in caplog.text  # multipart ETags are no MD5 of the file
+
+
+@pytest.mark.parametrize("kind", ["folder", "s3"])
+def test_conditional_writes_refuse_a_stale_or_existing_object(
+    tmp_path: Path, kind: str, request
+) -> None:
+    if kind == "s3":
+        server = request.getfixturevalue("s3_server")
+        server.client().create_bucket(Bucket="models")
+        store = open_store("s3://models/c", endpoint_url=server.endpoint_url, retries=2)
+    else:
+        store = open_store(str(tmp_path / "store"))
+    store.put_bytes("champion.json", b"first", if_absent=True)
+    with pytest.raises(Conflict):
+        store.put_bytes("champion.json", b"second", if_absent=True)
+    seen = store.get("champion.json")
+    assert seen.data == b"first"
+    store.put_bytes("champion.json", b"third", if_match=seen.version)
+    with pytest.raises(Conflict):  # replaced since `seen` was read
+        store.put_bytes("champion.json", b"fourth", if_match=seen.version)
+    assert store.get_bytes("champion.json") == b"third"
+
+
+def test_no_private_boto3_or_s3transfer_api_is_used() -> None:
+    private = re.compile(r"^\s*(from|import)\s+(s3transfer|boto3\.s3\.inject)\b|ChunksizeAdjuster")
+    offenders = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for p in [*(ROOT / "tasks").rglob("*.py"), *(ROOT / "dags").rglob("*.py")]
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if private.search(line)
+    ]
+    assert offenders == []
+
+
+def test_the_airflow_connection_gives_publish_its_aws_env(monkeypatch) -> None:
+    from resnet_retrain import workspace
+
+    connection = {
+        "conn_type": "aws",
+        "login": "AKIDEXAMPLE",
+        "password": "not-a-secret",
+        "extra": {"endpoint_url": "http://minio:9000", "region_name": "eu-west-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_PIPELINE_S3", json.dumps(connection))
+    assert workspace.aws_env("pipeline_s3") == {
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "not-a-secret",
+        "AWS_ENDPOINT_URL": "http://minio:9000",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }
+    assert workspace.aws_env("no_such_connection") == {}  # the worker's environment is used
+    assert workspace.aws_env(None) == {}
