@@ -70,15 +70,19 @@ def collect_inputs(inputs: list[str], *, tmp: Path, endpoint_url: str | None) ->
 
 
 def download_s3_images(uri: str, dest: Path, endpoint_url: str | None) -> Path:
-    """Copy s3://bucket/prefix/... to `dest` (the one S3 call site here; tasks/sources/folder)."""
-    from tasks.sources.folder import s3_client, s3_user_errors
+    """Copy s3://bucket/prefix/... to `dest` (the one S3 call site here, via tasks/s3.py)."""
+    from tasks import s3
 
-    bucket, _, prefix = uri[len("s3://") :].partition("/")
-    client = s3_client(endpoint_url)
-    with s3_user_errors(uri, "check the bucket and prefix", "data.s3_endpoint_url"):
+    bucket, prefix = s3.split_uri(uri)
+    client = s3.client(endpoint_url=endpoint_url, endpoint_key="data.s3_endpoint_url")
+    with s3.errors(
+        uri, client, param="INPUT", what="download", endpoint_key="data.s3_endpoint_url"
+    ):
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 rel = obj["Key"][len(prefix) :].lstrip("/") or Path(obj["Key"]).name
+                if any(part in ("", ".", "..") for part in rel.split("/")):
+                    continue  # folder markers; keys that would escape dest
                 target = dest / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 client.download_file(bucket, obj["Key"], str(target))
