@@ -334,6 +334,51 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class AuditParams:
+    # Checks on the features stage's cached embeddings (tasks/audit.py); results go to out_dir.
+    out_dir: str = "reports/audit"  # summary.json (DVC metrics), CSVs, PNGs
+    # cosine similarity of L2-normalised embeddings at or above which two images of different
+    # splits count as near-duplicates (0.97 on the digits: see tasks/audit.py's docstring)
+    near_duplicate_similarity: float = 0.97
+    hash_max_distance: int = 2  # dHash bits (of 64) that may differ for a pixel near-duplicate
+    max_near_duplicate_share: float = 0.0  # val/test images with a near-duplicate earlier
+    near_duplicate_severity: Literal["error", "warning"] = "warning"  # error stops the run
+    label_folds: int = 5  # out-of-fold probabilities for the label-issue finder
+    label_top_per_class: int = 5  # label suspects listed (and drawn) per given class
+    # the champion's data to compare with (e.g. `dvc get . features data/prepared --rev
+    # <champion commit>`); both null = no drift check
+    reference_features: str | None = None
+    reference_prepared: str | None = None
+    drift_samples: int = 1000  # embeddings per side in the MMD test (kernel is 4x this squared)
+    drift_permutations: int = 200  # permutation-test draws; p-value resolution 1/(draws+1)
+    drift_alpha: float = 0.01  # p-value below which the embeddings have drifted
+    max_channel_shift: float = 8.0  # mean pixel level change (0..255) per channel that drifts
+    pairs_shown: int = 16  # near-duplicate pairs drawn
+    seed: int = 42  # folds, subsamples, permutations
+
+    def __post_init__(self) -> None:
+        check(
+            0 < self.near_duplicate_similarity <= 1,
+            "near_duplicate_similarity",
+            f"{self.near_duplicate_similarity} is out of range: must be in (0, 1]",
+        )
+        check(0 <= self.hash_max_distance <= 64, "hash_max_distance", "must be 0..64")
+        check(0 <= self.max_near_duplicate_share <= 1, "max_near_duplicate_share", "in [0, 1]")
+        check(2 <= self.label_folds <= 20, "label_folds", f"{self.label_folds}: must be 2..20")
+        check(self.label_top_per_class >= 1, "label_top_per_class", "must be >= 1")
+        check(
+            (self.reference_features is None) == (self.reference_prepared is None),
+            "reference_prepared",
+            "give reference_features and reference_prepared together (or neither)",
+        )
+        check(self.drift_samples >= 10, "drift_samples", "must be >= 10")
+        check(self.drift_permutations >= 19, "drift_permutations", "must be >= 19")
+        check(0 < self.drift_alpha < 1, "drift_alpha", "must be in (0, 1)")
+        check(self.max_channel_shift > 0, "max_channel_shift", "must be > 0")
+        check(1 <= self.pairs_shown <= 256, "pairs_shown", "must be 1..256")
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     # Model folders to score, inside train.models_dir (globs allowed). A glob that matches
     # nothing is skipped (the sweep is optional); a plain name that is missing is an error.
@@ -553,6 +598,7 @@ class Params:
     validate: ValidateParams = field(default_factory=ValidateParams)
     backbone: BackboneParams = field(default_factory=BackboneParams)
     train: TrainParams = field(default_factory=TrainParams)
+    audit: AuditParams = field(default_factory=AuditParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     visualize: VisualizeParams = field(default_factory=VisualizeParams)
     publish: PublishParams = field(default_factory=PublishParams)
