@@ -30,7 +30,6 @@ Three checks on the features stage's cached ResNet-50 embeddings (tasks/auditing
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -43,8 +42,6 @@ from tasks.auditing import drift, duplicates, labels
 from tasks.common import UserError, atomic_dir, atomic_write_json, run_main
 from tasks.dataset import SPLITS, Prepared, open_prepared
 from tasks.params import AuditParams, params_from_cli
-
-log = logging.getLogger(__name__)
 
 FEATURES_INFO = "features.json"  # tasks.features.INFO_FILE (not imported: it pulls in Keras)
 SUMMARY, PAIRS, ISSUES = "summary.json", "near_duplicates.csv", "label_issues.csv"
