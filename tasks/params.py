@@ -320,6 +320,43 @@ class TrainParams:
         return self
 
 
+# --- section: audit (checks on the cached embeddings) ---------------------------------------
+
+
+@dataclass(frozen=True, config=SECTION)
+class AuditParams:
+    out_dir: Str = Field(description="summary.json (DVC metrics), CSVs, PNGs")
+    near_duplicate_similarity: Float = Field(
+        gt=0, le=1, description="centred cosine at or above which two images are near-duplicates"
+    )
+    hash_max_distance: Int = Field(ge=0, le=64, description="dHash bits (of 64) that may differ")
+    max_near_duplicate_share: Float = Field(
+        ge=0, le=1, description="val/test share with a near-duplicate in an earlier split"
+    )
+    near_duplicate_severity: Literal["error", "warning"] = Field(
+        description="error stops the run; warning reports"
+    )
+    label_folds: Int = Field(ge=2, le=20, description="folds of the out-of-fold probabilities")
+    label_top_per_class: Int = Field(ge=1, description="label suspects listed per class")
+    reference_features: Str | None = Field(description="the champion's features/; null = no drift")
+    reference_prepared: Str | None = Field(description="the champion's data/prepared/")
+    drift_samples: Int = Field(ge=10, description="embeddings per side in the MMD test")
+    drift_permutations: Int = Field(ge=19, description="permutation-test draws")
+    drift_alpha: Float = Field(gt=0, lt=1, description="p-value below which data drifted")
+    max_channel_shift: Float = Field(gt=0, description="mean pixel change (0..255) that drifts")
+    pairs_shown: Int = Field(ge=1, le=256, description="near-duplicate pairs drawn")
+    seed: Int = Field(description="folds, subsamples, permutations")
+
+    @model_validator(mode="after")
+    def _rules(self) -> AuditParams:
+        check(
+            (self.reference_features is None) == (self.reference_prepared is None),
+            "reference_prepared",
+            "give reference_features and reference_prepared together (or neither)",
+        )
+        return self
+
+
 # --- sections: evaluate, visualize ----------------------------------------------------------
 
 Count = Annotated[Int, Field(ge=1, le=256)]
@@ -497,6 +534,7 @@ class Params:
     validate: ValidateParams = Field(description="data checks")
     backbone: BackboneParams = Field(description="the ResNet-50 base")
     train: TrainParams = Field(description="transfer learning")
+    audit: AuditParams = Field(description="near-duplicates, label issues, drift")
     evaluate: EvaluateParams = Field(description="metrics")
     visualize: VisualizeParams = Field(description="figures and report")
     publish: PublishParams = Field(description="runs and the champion in object storage")

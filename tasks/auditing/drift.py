@@ -1,0 +1,87 @@
+"""Drift of the new data against a reference (the champion's data): embeddings and pixels.
+
+Embeddings: maximum mean discrepancy (MMD, RBF kernel, median-distance bandwidth) with a
+permutation test: under "same distribution" the split into reference/new is arbitrary, so
+the share of random re-splits whose MMD is at least the observed one is the p-value. A
+domain classifier's cross-validated ROC AUC says how separable the two sets are (0.5: not
+at all), and per-class MMD names the classes that moved most. Pixels: mean and std per
+channel, in 0..255 levels, which catches a camera or preprocessing change by itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pick(total: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """At most n sorted row positions of `total` (sorted, so a memmap is read forward)."""
+    if total <= n:
+        return np.arange(total)
+    return np.sort(rng.choice(total, n, replace=False))
+
+
+def rbf_kernel(z: np.ndarray, gamma: float | None = None) -> tuple[np.ndarray, float]:
+    """(N, D) -> (N, N) exp(-gamma |zi - zj|^2); gamma = 1 / median squared distance."""
+    sq = (z * z).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0)
+    if gamma is None:
+        off = d2[np.triu_indices(len(z), k=1)]
+        gamma = 1.0 / max(float(np.median(off)), 1e-12)
+    return np.exp(-gamma * d2), gamma
+
+
+def mmd_test(ref: np.ndarray, new: np.ndarray, *, permutations: int, seed: int) -> dict[str, float]:
+    """MMD^2 (biased estimate) of ref vs new and its permutation p-value."""
+    rng = np.random.default_rng(seed)
+    k, gamma = rbf_kernel(np.vstack([ref, new]))
+    n, m = len(ref), len(new)
+    sign = np.r_[np.full(n, 1 / n), np.full(m, -1 / m)]  # MMD^2_b = s^T K s
+    observed = float(sign @ k @ sign)
+    perms = np.stack([rng.permutation(sign) for _ in range(permutations)], axis=1)  # (N, P)
+    null = np.einsum("ip,ip->p", perms, k @ perms)
+    p_value = (1 + int((null >= observed - 1e-12).sum())) / (1 + permutations)
+    return {"mmd2": round(observed, 6), "p_value": round(p_value, 4), "gamma": gamma}
+
+
+def domain_auc(ref: np.ndarray, new: np.ndarray, *, folds: int, seed: int) -> float:
+    """Cross-validated ROC AUC of a classifier telling new (1) from reference (0) rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.vstack([ref, new])
+    y = np.r_[np.zeros(len(ref)), np.ones(len(new))]
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=0.1))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    score = cross_val_predict(model, x, y, cv=cv, method="predict_proba")[:, 1]
+    return round(float(roc_auc_score(y, score)), 4)
+
+
+def class_shifts(
+    ref: np.ndarray, ref_y: np.ndarray, new: np.ndarray, new_y: np.ndarray, *, gamma: float
+) -> dict[str, float]:
+    """Class name -> MMD^2 between its reference and new embeddings, largest first."""
+    out = {}
+    for c in np.intersect1d(ref_y, new_y):
+        a, b = ref[ref_y == c], new[new_y == c]
+        k, _ = rbf_kernel(np.vstack([a, b]), gamma)
+        sign = np.r_[np.full(len(a), 1 / len(a)), np.full(len(b), -1 / len(b))]
+        out[str(c)] = round(float(sign @ k @ sign), 6)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def channel_stats(images: np.ndarray, chunk: int = 4096) -> dict[str, list[float]]:
+    """(N, H, W, 3) uint8 (memmap ok) -> per-channel mean and std in 0..255 levels."""
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    count = 0
+    for start in range(0, len(images), chunk):
+        block = np.asarray(images[start : start + chunk], dtype=np.float64)
+        total += block.sum(axis=(0, 1, 2))
+        total_sq += (block**2).sum(axis=(0, 1, 2))
+        count += block.shape[0] * block.shape[1] * block.shape[2]
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean**2, 0))
+    return {"mean": np.round(mean, 3).tolist(), "std": np.round(std, 3).tolist()}
