@@ -13,15 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from tasks.audit import FEATURES_INFO, audit, check_drift, load_features, main
 from tasks.auditing import duplicates, labels
 from tasks.common import run_main
 from tasks.dataset import open_prepared
-from tasks.params import AuditParams
+from tasks.params import section
 from tests.conftest import ROOT
-from tests.helpers import write_prepared
+from tests.helpers import params_yaml, write_prepared
 
 CLASSES = [f"c{i}" for i in range(5)]
 SIZES = {"train": 200, "val": 50, "test": 50}
@@ -82,7 +81,7 @@ def test_dhash_matches_a_noisy_copy_and_not_other_images():
     noisy = np.clip(images.astype(int) + rng.integers(-3, 4, images.shape), 0, 255)
     dimmer = (images * 0.8).round()  # contrast change: gradients keep their sign
     h = duplicates.dhash(images)
-    limit = AuditParams().hash_max_distance
+    limit = section("audit").hash_max_distance
     noisy_bits = np.bitwise_count(h ^ duplicates.dhash(noisy.astype(np.uint8)))
     assert np.mean(noisy_bits <= limit) >= 0.95 and noisy_bits.max() <= 4
     dimmer_bits = np.bitwise_count(h ^ duplicates.dhash(dimmer.astype(np.uint8)))
@@ -93,7 +92,7 @@ def test_dhash_matches_a_noisy_copy_and_not_other_images():
 
 def test_near_duplicates_across_splits_are_found_by_both_searches(tmp_path: Path):
     prepared, features = dataset(tmp_path)
-    result = audit(prepared=open_prepared(prepared), features_dir=features, cfg=AuditParams())
+    result = audit(prepared=open_prepared(prepared), features_dir=features, cfg=section("audit"))
     pairs = result.pairs
     assert sorted(pairs.idx_b[pairs.split_b == "test"]) == LEAKS
     leaked = pairs[pairs.split_b == "test"].sort_values("idx_b")
@@ -108,7 +107,7 @@ def test_near_duplicates_across_splits_are_found_by_both_searches(tmp_path: Path
 
 def test_a_clean_dataset_passes_with_no_pairs(tmp_path: Path):
     prepared, features = dataset(tmp_path, leaks=False)
-    result = audit(prepared=open_prepared(prepared), features_dir=features, cfg=AuditParams())
+    result = audit(prepared=open_prepared(prepared), features_dir=features, cfg=section("audit"))
     assert result.pairs.empty
     assert result.summary["passed"] and not result.summary["warnings"]
 
@@ -137,7 +136,7 @@ def test_label_suspects_name_given_and_suggested_class(tmp_path: Path):
     planted = np.arange(3, 200, 21)  # 10 wrong labels (5%) over every class
     y[planted] = (y[planted] + 2) % len(CLASSES)
     np.save(root / "train" / "labels.npy", y)
-    cfg = AuditParams(label_top_per_class=50)
+    cfg = section("audit", label_top_per_class=50)
     result = audit(prepared=open_prepared(prepared), features_dir=features, cfg=cfg)
     s = result.suspects.set_index(["split", "idx"])
     found = [i for i in planted if ("train", i) in s.index]
@@ -151,7 +150,9 @@ def test_label_suspects_name_given_and_suggested_class(tmp_path: Path):
 
 def test_drift_same_data_is_not_drifted_shifted_data_is(tmp_path: Path):
     ref_prepared, ref_features = dataset(tmp_path / "ref")
-    same = AuditParams(reference_features=str(ref_features), reference_prepared=str(ref_prepared))
+    same = section(
+        "audit", reference_features=str(ref_features), reference_prepared=str(ref_prepared)
+    )
     info, feats = load_features(ref_features)
     verdict = check_drift(prepared=open_prepared(ref_prepared), info=info, feats=feats, cfg=same)
     assert verdict["drifted"] is False
@@ -173,7 +174,9 @@ def test_drift_of_one_class_names_that_class(tmp_path: Path):
         y = np.load(new_prepared / split / "labels.npy")
         x[y == 3] += 3.0
         np.save(new_features / f"{split}.npy", x)
-    cfg = AuditParams(reference_features=str(ref_features), reference_prepared=str(ref_prepared))
+    cfg = section(
+        "audit", reference_features=str(ref_features), reference_prepared=str(ref_prepared)
+    )
     info, feats = load_features(new_features)
     verdict = check_drift(prepared=open_prepared(new_prepared), info=info, feats=feats, cfg=cfg)
     assert verdict["drifted"] and not verdict["pixels_drifted"]
@@ -192,7 +195,7 @@ def run_stage(tmp_path: Path, capsys, *, drop_info: bool = False, **audit_params
         "train": {"features_dir": str(features)},
         "audit": {"out_dir": str(tmp_path / "audit"), **audit_params},
     }
-    params.write_text(yaml.safe_dump(doc))
+    params.write_text(params_yaml(doc))
     with pytest.MonkeyPatch.context() as m:
         m.setattr(sys, "argv", ["tasks.audit", "--params", str(params)])
         try:
@@ -225,7 +228,7 @@ def test_missing_features_is_one_clear_error(tmp_path: Path):
     (features / FEATURES_INFO).unlink()
     params = tmp_path / "params.yaml"
     doc = {"data": {"prepared_dir": str(prepared)}, "train": {"features_dir": str(features)}}
-    params.write_text(yaml.safe_dump(doc))
+    params.write_text(params_yaml(doc))
     cmd = [sys.executable, "-m", "tasks.audit", "--params", str(params)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
