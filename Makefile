@@ -32,6 +32,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(UV) sync --frozen --python $(PYTHON) --inexact --no-default-groups --group dev
 	touch $@
 
+$(VENV)/.installed-gpu: $(VENV)/.installed  # TensorFlow's CUDA/cuDNN wheels (Linux x86_64)
+	$(UV) sync --frozen --python $(PYTHON) --inexact --no-default-groups --group gpu
+	touch $@
+
 run: install  ## the whole pipeline on the embedded dataset, no network (the sweep: `dvc repro sweep`)
 	dvc repro publish
 	python -m tasks.summary
@@ -48,6 +52,11 @@ lint: install-dev
 
 bench: install-dev  ## benchmark tables (printed, not asserted)
 	python -m benchmarks
+
+.PHONY: gpu-smoke
+gpu-smoke: $(VENV)/.installed-gpu  ## on a GPU: every training stage at 224 px + the report in minutes; fails on silent fp32/XLA/NaN
+	python -m benchmarks._gpu_smoke
+	python -m benchmarks gpu
 
 AIRFLOW_PORT ?= 8080
 .PHONY: airflow

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,9 @@ class Phases:
     strategy: Any  # tf.distribute strategy the model is built and compiled under
     jit_compile: bool
     fit: dict  # fit_phase's settings: resume state, early stopping, lr schedule, DVCLive
+    xla_used: dict = field(default_factory=dict)  # {phase: XLA as Keras really compiled it}
 
-    def compile(self, model, *, learning_rate: float, xla: bool = True) -> None:
+    def compile(self, model, *, phase: str, learning_rate: float, xla: bool = True) -> None:
         from tasks.training import compile_model
 
         compile_model(
@@ -80,6 +81,7 @@ class Phases:
             label_smoothing=self.cfg.label_smoothing,
             jit_compile=self.jit_compile and xla,
         )
+        self.xla_used[phase] = bool(model.jit_compile)
 
 
 def train_run(
@@ -123,7 +125,7 @@ def train_run(
             model, phases, layers=run.unfreeze, sets=images, head_rows=history["head"]
         )
     # for evaluate() only: one pass over val is cheaper than compiling it with XLA
-    phases.compile(model, learning_rate=cfg.learning_rate, xla=False)
+    phases.compile(model, phase="evaluate", learning_rate=cfg.learning_rate, xla=False)
     _, val_acc = model.evaluate(images["val"], verbose=0)
     info = train_info(
         run,
@@ -133,6 +135,11 @@ def train_run(
         unfrozen=unfrozen,
         val_accuracy=val_acc,
         history=history,
+        hardware={
+            "policy": keras.mixed_precision.global_policy().name,  # as hardware.apply set it
+            "gpus": len(tf.config.list_logical_devices("GPU")),
+            "xla": {k: v for k, v in phases.xla_used.items() if k != "evaluate"},
+        },
     )
     save(model, out=run.out, history=history, info=info, live_dir=state / LIVE)
     training.discard_state(state)
@@ -186,7 +193,9 @@ def train_head(model, phases: Phases, *, sets: dict, embedded: bool) -> list[dic
     with phases.strategy.scope():
         # no XLA for a Dense head on 2048-d vectors: nothing to fuse, and its dropout
         # RNG made each epoch 5x slower on CPU (2.3 vs 0.4 s, benchmarks train)
-        phases.compile(trainer, learning_rate=phases.cfg.learning_rate, xla=not embedded)
+        phases.compile(
+            trainer, phase="head", learning_rate=phases.cfg.learning_rate, xla=not embedded
+        )
     return fit_phase(
         trainer, sets["train"], sets["val"], name="head", epochs=phases.cfg.epochs, **phases.fit
     )
@@ -203,7 +212,7 @@ def fine_tune(model, phases: Phases, *, layers: Unfreeze, sets: dict, head_rows:
 
     with phases.strategy.scope():
         unfrozen = unfreeze(backbone_of(model), layers)
-        phases.compile(model, learning_rate=phases.cfg.fine_tune.learning_rate)
+        phases.compile(model, phase="fine_tune", learning_rate=phases.cfg.fine_tune.learning_rate)
     log.info("%s", unfrozen)
     rows = fit_phase(
         model,
@@ -250,6 +259,7 @@ def train_info(
     unfrozen,
     val_accuracy: float,
     history: dict[str, list[dict]],
+    hardware: dict,
 ) -> dict:
     """train.json: what was trained on what, how well it validates and how long it took."""
     return {
@@ -266,6 +276,7 @@ def train_info(
             name: round(sum(r["seconds"] for r in rows), 1) for name, rows in history.items()
         },
         "epochs": {name: len(rows) for name, rows in history.items()},
+        "hardware": hardware,  # dtype policy, GPUs and XLA per phase actually used
     }
 
 

@@ -127,6 +127,12 @@ def test_fine_tune_changes_only_the_unfrozen_layers(tmp_path, base_weights):
         cfg=params.train,
     )
     assert info["unfreeze"]["layers"] == 12 and info["unfreeze"]["weighted_layers"] == 3
+    # what really ran: no GPU here, so float32; XLA neither for the head nor as asked (off)
+    assert info["hardware"] == {
+        "policy": "float32",
+        "gpus": 0,
+        "xla": {"head": False, "fine_tune": False},
+    }
 
     model = load_model(root / "models" / "fine_tune" / "model.keras")
     start = _weights_by_layer(build_backbone(root / "backbone" / "backbone.weights.h5"))
