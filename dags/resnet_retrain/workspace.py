@@ -257,7 +257,7 @@ def stage_outputs(project: Path) -> list[Path]:
     """Every stage output DVC knows of in `project` (a workspace copies code, not outputs)."""
     from dvc.repo import Repo  # heavy: only ever called inside a task
 
-    with Repo(str(project)) as repo:
+    with Repo(str(project), config={"core": {"no_scm": True}}) as repo:  # git or not
         return [Path(out.fs_path) for s in repo.index.stages for out in s.outs]
 
 
