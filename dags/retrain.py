@@ -62,7 +62,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(PROJECT / "params.yaml")  # orchestration settings and the form's defaults
 CFG = PARAMS.orchestration
 KUBERNETES = CFG.training_executor == "kubernetes"
-FORM = run_params.param_specs(PARAMS, CFG.run_params)
+FIELDS = run_params.param_specs(PARAMS, CFG.run_params)  # the trigger form's typed fields
 DATASET = Asset(name=f"{CFG.dag_id}_dataset", uri=CFG.dataset_asset)  # new data: a run
 PUBLISHED = Asset(
     name=f"{CFG.dag_id}_published",
@@ -102,7 +102,7 @@ def _env(run: dict[str, Any]) -> dict[str, str]:
 def configure() -> dict[str, Any]:
     ctx = get_current_context()
     run_id = workspace.safe_id(ctx["run_id"])
-    defaults = {k: spec["default"] for k, spec in FORM.items()}
+    defaults = {k: spec["default"] for k, spec in FIELDS.items()}
     overrides = run_params.overrides_from(dict(ctx["params"]), defaults)
     overrides["publish.run_id"] = run_id  # not a DVC param of publish: no re-run
     # a relative destination is the project's, not the workspace's (cleanup removes it)
@@ -213,7 +213,7 @@ def _mapped(name: str, *, pod: bool, **opts: Any) -> TaskGroup:
 def _form() -> dict[str, Param]:
     form = {
         k: Param(s["default"], description=s["description"], title=k, **s["schema"])
-        for k, s in FORM.items()
+        for k, s in FIELDS.items()
     }
     form[run_params.OVERRIDES] = Param(
         [],
