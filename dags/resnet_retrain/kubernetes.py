@@ -29,9 +29,14 @@ PARAMS_TEMPLATE = "{{ ti.xcom_pull(task_ids='configure')['params_yaml'] }}"
 COMMIT_TEMPLATE = "{{ ti.xcom_pull(task_ids='configure')['git_commit'] or '' }}"
 
 
-def pod_arguments(stage: str) -> list[str]:
-    """The container args for `stage`; the image's ENTRYPOINT runs them after DVC setup."""
-    return ["/bin/sh", "-c", POD_SCRIPT, "stage", stage]  # "stage" is $0, the stage $1
+# A mapped pod's name in the UI (map_index_template): its arguments' $0, the item's label.
+LABEL_TEMPLATE = "{{ task.arguments[3] }}"
+
+
+def pod_arguments(stage: str, label: str = "stage") -> list[str]:
+    """The container args for `stage`; the image's ENTRYPOINT runs them after DVC setup.
+    `label` is the script's $0 (its name in shell errors), the stage its $1."""
+    return ["/bin/sh", "-c", POD_SCRIPT, label, stage]
 
 
 def pod_kwargs(cfg: Any, task_id: str) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def safe_id(run_id: str) -> str:
 
 def source_files(project: Path, exclude: list[Path]) -> list[Path]:
     """The project's code and config: git's tracked + untracked-not-ignored files, or, without
-    git, every file outside the usual tool folders and `exclude` (stage outputs, workspaces)."""
+    git, every file outside the usual tool folders, DVC's stage outputs and `exclude`."""
     try:
         out = subprocess.run(
             ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -62,6 +62,7 @@ def source_files(project: Path, exclude: list[Path]) -> list[Path]:
         files = [Path(p) for p in out.decode().split("\0") if p]
     except (OSError, subprocess.SubprocessError):
         files = [p.relative_to(project) for p in project.rglob("*") if p.is_file()]
+        exclude = [*exclude, *stage_outputs(project)]  # git ignores them; rglob does not
     skip = [e.resolve() for e in exclude]
     return [
         f
@@ -101,6 +102,35 @@ def project_destination(project: Path, destination: str) -> str | None:
         return None
     path = Path(destination).expanduser()
     return None if path.is_absolute() else str((project / path).resolve())
+
+
+def under(project: Path, path: str) -> Path:
+    """An orchestration path setting: absolute as given, else inside the project."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else project / p
+
+
+def champion_uri(project: Path, destination: str) -> str:
+    """The URI of `champion.json` at `publish.destination` (the DAG's `published` Asset)."""
+    if "://" in destination:
+        return destination.rstrip("/") + "/champion.json"
+    return (under(project, destination) / "champion.json").as_uri()
+
+
+def git_commit(project: Path) -> str | None:
+    """The project's HEAD commit, recorded in the run's manifest (None outside git)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip() or None
 
 
 def create(
@@ -193,13 +223,50 @@ def run_stage(ws: Path, stage: str, *, env: dict[str, str], pull: bool = False) 
     return "ran"
 
 
-def matrix_items(ws: Path, group: str) -> list[str]:
-    """DVC's generated stage names of a matrix/foreach group, for this run's params."""
-    tail = dvc(ws, ["stage", "list", "--name-only"], stage=f"{group} items")
-    items = [s for s in (line.strip() for line in tail) if s.startswith(f"{group}@")]
+def matrix_items(ws: Path, group: str) -> list[dict[str, str]]:
+    """DVC's generated stages of a matrix/foreach group for this run's params, each with a
+    label for the UI (`{"stage": "sweep@1-no", "label": "unfreeze-1-aug-no"}`)."""
+    tail = dvc(ws, ["stage", "list", group], stage=f"{group} items")
+    items = []
+    for line in tail:
+        name, _, description = line.strip().partition(" ")
+        if name.startswith(f"{group}@"):
+            items.append({"stage": name, "label": _item_label(name, description.strip())})
     if not items:
         raise StageFailed(group, EXIT_USER_ERROR, f"{group}: the matrix has no items")
     return items
+
+
+def _item_label(name: str, description: str) -> str:
+    """The folder of the item's first output as `dvc stage list` describes it (`Outputs
+    models/sweep/unfreeze-1-aug-no` -> `unfreeze-1-aug-no`), else its item part (`1-no`)."""
+    first = description.removeprefix("Outputs ").split(",")[0].rstrip("/")
+    if description.startswith("Outputs ") and first and not first.endswith("\u2026"):
+        return first.rsplit("/", 1)[-1]
+    return name.partition("@")[2]
+
+
+def stage_outputs(project: Path) -> list[Path]:
+    """Every stage output DVC knows of in `project` (a workspace copies code, not outputs)."""
+    from dvc.repo import Repo  # heavy: only ever called inside a task
+
+    with Repo(str(project), config={"core": {"no_scm": True}}) as repo:  # git or not
+        return [Path(out.fs_path) for s in repo.index.stages for out in s.outs]
+
+
+def publish_outcome(record_path: Path, run_id: str) -> dict[str, Any]:
+    """What the publish stage did for this run (its record): champion, challenger, or
+    nothing new (the record is an earlier run's, restored from the run-cache)."""
+    import json
+
+    record = json.loads(record_path.read_text())
+    if record.get("run_id") != run_id:
+        return {
+            "published": False,
+            "reason": f"nothing changed since run {record.get('run_id')}; nothing new to publish",
+        }
+    keys = ("status", "reason", "uri", "metric", "value", "champion_value")
+    return {"published": True, **{k: record.get(k) for k in keys}}
 
 
 def has_remote(ws: Path) -> bool:

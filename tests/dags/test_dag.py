@@ -1,16 +1,20 @@
-"""The retraining DAG: loads cleanly, stays light, follows dvc.yaml, validates run params,
-and builds the Kubernetes pod spec for training stages."""
+"""The retraining DAG: loads cleanly, stays light, has DVC's graph without reading
+dvc.yaml, maps the sweep over DVC's items, validates run params, and builds the Kubernetes
+pod spec for training stages."""
 
 from __future__ import annotations
 
 import copy
-import dataclasses
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
+import uuid
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -31,7 +35,7 @@ HEAVY = (
     "kubernetes",
     "pandas",
 )
-HELPERS = ("configure", "push", "cleanup")
+HELPERS = ("configure", "push", "cleanup")  # tasks of no DVC stage
 
 
 @pytest.fixture(scope="module")
@@ -81,43 +85,73 @@ def test_importing_the_dag_file_imports_nothing_heavy() -> None:
     assert out == "[]"
 
 
-def dvc_groups(project: Path) -> set[str]:
-    """Stage groups as DVC itself lists them (matrix items folded into their group)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    return {line.split("@")[0] for line in out.split() if line.strip()}
+# Edges of the DAG that DVC's graph has not, each with the reason it is there.
+EXTRA_EDGES = {
+    ("configure", "fetch"): "configure makes the run's workspace every stage runs in",
+    ("sweep", "evaluate"): "evaluate scores models/sweep/* when present (evaluate.models) but "
+    "declares no dep on them (`dvc repro publish` must not run 12 fine-tunings); in the DAG "
+    "it waits for the sweep, or the run's report would leave the sweep out",
+    ("publish", "push"): "`dvc push` of everything the run made, after the last stage",
+    ("push", "cleanup"): "the workspace goes once its outputs are pushed",
+}
 
 
-def stage_tasks(dag) -> set[str]:
-    return {
-        t.task_id
-        for t in dag.tasks
-        if t.task_id not in HELPERS and not t.task_id.endswith("_items")
+def dvc_edges(project: Path) -> set[tuple[str, str]]:
+    """(upstream, downstream) stages of DVC's own graph, matrix items folded into their
+    stage, without the edges DVC implies through others (A -> B -> C makes A -> C moot)."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    def stage(s) -> str:
+        return s.name.split("@")[0]
+
+    with Repo(str(project)) as repo:
+        graph = repo.index.graph  # an edge points from a stage to a stage it depends on
+        folded = nx.DiGraph((stage(b), stage(a)) for a, b in graph.edges)
+        folded.add_nodes_from(stage(s) for s in graph.nodes)
+    return set(nx.transitive_reduction(folded).edges) | {(n, n) for n in folded.nodes}
+
+
+def dag_edges(dag) -> set[tuple[str, str]]:
+    """(upstream, downstream) tasks of the DAG, a matrix stage's `<stage>_items` task
+    folded into the stage it lists the items of."""
+
+    def stage(task_id: str) -> str:
+        return task_id.removesuffix("_items")
+
+    edges = {(stage(u), stage(t.task_id)) for t in dag.tasks for u in t.upstream_task_ids}
+    return {e for e in edges if e[0] != e[1]} | {
+        (stage(t.task_id),) * 2 for t in dag.tasks if t.task_id not in HELPERS
     }
 
 
-def test_dag_stages_are_exactly_dvc_yaml_stages_in_dvcs_order(dag) -> None:
-    assert stage_tasks(dag) == dvc_groups(ROOT)
-    # every DVC edge (stage B reads what stage A writes) is an ordering in the DAG
-    from dvc.repo import Repo
-
-    with Repo(str(ROOT)) as repo:
-        graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        for b, a in graph.edges:
-            down, up = b.name.split("@")[0], a.name.split("@")[0]
-            assert up in dag.get_task(down).get_flat_relative_ids(upstream=True), (up, down)
+def test_dag_edges_are_dvcs_graph_plus_the_documented_extras(dag) -> None:
+    # (n, n) pairs stand for the stages themselves: a stage added to dvc.yaml but not to
+    # the DAG (or left in the DAG after dvc.yaml dropped it) fails here too
+    assert dag_edges(dag) == dvc_edges(ROOT) | set(EXTRA_EDGES)
+    # the sweep's items are listed from this run's workspace right before it maps over them
+    assert dag.get_task("sweep").upstream_task_ids == {"sweep_items"}
+    assert dag.get_task("sweep_items").upstream_task_ids == {"features"}
 
 
-def test_evaluate_waits_for_the_sweep_whose_models_it_scores(dag) -> None:
-    # not a DVC dep (`dvc repro publish` must not run 12 fine-tunings), but evaluate.models
-    # lists sweep/*: scoring before the sweep ends would leave it out of the run's report
-    assert "sweep" in dag.get_task("evaluate").get_flat_relative_ids(upstream=True)
+def test_the_graph_shows_the_pipeline_not_a_fan_from_configure(dag) -> None:
+    # every task reaches the run's workspace through XCom inside its body: configure's
+    # only edge is the pipeline's first
+    assert dag.get_task("configure").downstream_task_ids == {"fetch"}
+    assert set(dag.task_group_dict) == {"sweep_matrix"}  # the sweep and its item list
+
+
+def test_the_dag_file_does_not_read_dvc_yaml(dag, tmp_path: Path) -> None:
+    # the dags folder and params.yaml alone, as a DAG processor without the project sees them
+    shutil.copytree(DAGS, tmp_path / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "params.yaml", tmp_path / "params.yaml")
+    code = textwrap.dedent(f"""
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(tmp_path / "dags")!r})
+        dag = bag.dags.get("resnet_retrain")
+        print(bag.import_errors or sorted(t.task_id for t in dag.tasks))
+    """)
+    assert last_line_of(code) == str(sorted(t.task_id for t in dag.tasks))
 
 
 def test_every_task_retries_with_backoff_and_records_failures(dag) -> None:
@@ -127,83 +161,94 @@ def test_every_task_retries_with_backoff_and_records_failures(dag) -> None:
         assert t.execution_timeout is not None, t.task_id
 
 
-def write_project(tmp: Path, params_extra: dict | None = None) -> Path:
-    """A project folder whose dvc.yaml has training stages and a sweep matrix."""
+def test_training_stages_share_the_gpu_pool_with_the_long_timeout(dag) -> None:
+    cfg = load_params(ROOT / "params.yaml").orchestration
+    training = {"backbone", "features", "train_feature_extraction", "train_fine_tune", "sweep"}
+    for t in dag.tasks:
+        if t.task_id in training:
+            assert (t.pool, t.queue) == (cfg.gpu_pool, cfg.gpu_queue), t.task_id
+            assert t.execution_timeout == timedelta(minutes=cfg.train_timeout_min), t.task_id
+        else:
+            assert t.pool != cfg.gpu_pool, t.task_id
+            assert t.execution_timeout == timedelta(minutes=cfg.stage_timeout_min), t.task_id
+    assert {t.task_id for t in dag.tasks if t.outlets} == {"publish"}
+    assert dag.get_task("cleanup").trigger_rule == "none_failed"
+
+
+def test_sweep_items_come_from_dvc_with_this_runs_params_and_name_the_mapped_tasks(
+    dag, tmp_path: Path
+) -> None:
+    from jinja2 import Template
+    from resnet_retrain import workspace
+
+    # a run's workspace whose params change the sweep: DVC generates its items from them
+    shutil.copy2(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc/config").write_text("[core]\n    no_scm = true\n")
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in (params_extra or {}).items():
-        section, name = key.split(".", 1)
-        raw.setdefault(section, {})[name] = value
+    raw["train"]["sweep"]["unfreeze"] = [2, 40]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    items = workspace.matrix_items(tmp_path, "sweep")
+    assert items == [
+        {"stage": "sweep@2-no", "label": "unfreeze-2-aug-no"},
+        {"stage": "sweep@2-yes", "label": "unfreeze-2-aug-yes"},
+        {"stage": "sweep@40-no", "label": "unfreeze-40-aug-no"},
+        {"stage": "sweep@40-yes", "label": "unfreeze-40-aug-yes"},
+    ]
+    sweep = dag.get_task("sweep")
+    assert type(sweep).__name__.endswith("MappedOperator")  # one task, expanded per item
+    # the UI names each mapped task by its item (the model folder it trains), not 0, 1, ...
+    label = Template(sweep.map_index_template).render(task=SimpleNamespace(op_kwargs=items[2]))
+    assert label == "unfreeze-40-aug-no"
+
+
+def write_project(tmp: Path, **orchestration) -> Path:
+    """dags/ and params.yaml (these orchestration settings) in tmp: a DAG file of its own."""
+    shutil.copytree(DAGS, tmp / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["orchestration"] |= orchestration
     (tmp / "params.yaml").write_text(yaml.safe_dump(raw))
-    (tmp / "dvc.yaml").write_text(
-        textwrap.dedent("""
-        stages:
-          prepare:
-            cmd: python -m tasks.prepare
-            outs: ["${data.prepared_dir}"]
-          train_fine_tune:
-            cmd: python -m tasks.train --set train.strategy=fine_tune
-            deps: ["${data.prepared_dir}"]
-            outs: [models/fine_tune]
-          sweep:
-            matrix:
-              unfreeze: [1, 3]
-              augment: [false, true]
-            cmd: python -m tasks.train --set train.unfreeze=${item.unfreeze}
-            deps: ["${data.prepared_dir}"]
-            outs: ["models/sweep/unfreeze-${item.unfreeze}-aug-${item.augment}"]
-          evaluate:
-            cmd: python -m tasks.evaluate
-            deps: [models/fine_tune]
-            metrics: [metrics/metrics.json]
-          publish:
-            cmd: python -m tasks.publish
-            deps: [metrics, models/fine_tune]
-            outs: [reports/publish.json]
-    """)
-    )
     return tmp
 
 
-def build(tmp: Path, **orchestration):
-    import retrain
-
-    project = write_project(tmp)
-    params = load_params(project / "params.yaml")
-    params = dataclasses.replace(
-        params, orchestration=dataclasses.replace(params.orchestration, **orchestration)
-    )
-    return retrain.build_dag(params, project=project)
-
-
-def test_graph_follows_dvc_yaml_including_matrix_paths(tmp_path: Path) -> None:
-    dag = build(tmp_path)
-    up = {t.task_id: t.upstream_task_ids for t in dag.tasks}
-    assert "prepare" in up["train_fine_tune"] and "prepare" in up["sweep"]
-    # evaluate scores models/sweep/* (evaluate.models) without a DVC dep: it waits all the same
-    assert {"train_fine_tune", "sweep"} <= up["evaluate"]
-    assert up["publish"] >= {"evaluate"} and "train_fine_tune" not in up["publish"]  # reduced
-    assert dag.get_task("sweep").__class__.__name__.endswith("MappedOperator")
-    assert "sweep_items" in up["sweep"]
-    for name in ("train_fine_tune", "sweep"):
-        t = dag.get_task(name)
-        assert t.pool == "gpu" and t.execution_timeout == timedelta(minutes=360)
-    assert dag.get_task("evaluate").pool != "gpu"
-    assert "publish" in {t.task_id for t in dag.tasks if t.outlets}
+def load_dag(project: Path):
+    """The DAG of `project`'s DAG file (its params.yaml), imported under a name of its own."""
+    path = project / "dags" / "retrain.py"
+    spec = importlib.util.spec_from_file_location(f"retrain_{uuid.uuid4().hex}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        while str(path.parent) in sys.path:  # the DAG file puts its folder there
+            sys.path.remove(str(path.parent))
+    return module.retrain
 
 
 def test_kubernetes_executor_runs_training_as_gpu_pods(tmp_path: Path) -> None:
-    dag = build(
-        tmp_path,
-        training_executor="kubernetes",
-        trainer_image="reg.local/trainer:1.2",
-        kubernetes_secret="s3-creds",
-        kubernetes_gpus=2,
+    from jinja2 import Template
+    from resnet_retrain.kubernetes import pod_arguments
+
+    dag = load_dag(
+        write_project(
+            tmp_path,
+            training_executor="kubernetes",
+            trainer_image="reg.local/trainer:1.2",
+            kubernetes_secret="s3-creds",
+            kubernetes_gpus=2,
+        )
     )
     pod_task = dag.get_task("train_fine_tune")
     assert type(pod_task).__name__ == "KubernetesPodOperator"
     assert pod_task.pool == "gpu"
     assert dag.get_task("evaluate").__class__.__name__ != "KubernetesPodOperator"
-    assert dag.get_task("sweep").operator_class.__name__ == "KubernetesPodOperator"
+    sweep = dag.get_task("sweep")
+    assert sweep.operator_class.__name__ == "KubernetesPodOperator"
+    assert sweep.upstream_task_ids == {"sweep_items"}
+    args = pod_arguments("sweep@1-no", label="unfreeze-1-aug-no")  # what sweep_items maps
+    assert args[-1] == "sweep@1-no"
+    assert Template(sweep.map_index_template).render(task=SimpleNamespace(arguments=args)) == (
+        "unfreeze-1-aug-no"
+    )
 
     pod = pod_task.build_pod_request_obj(dry_run=True)  # no cluster needed
     container = pod.spec.containers[0]

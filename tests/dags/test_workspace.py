@@ -115,3 +115,15 @@ def test_a_relative_publish_destination_means_the_projects_folder_not_the_worksp
         assert workspace.project_destination(project, fixed) is None
     with pytest.raises(UserError, match="file:///srv/models"):
         workspace.project_destination(project, "file://published")  # host "published", no path
+
+
+def test_a_project_without_git_is_copied_without_its_stage_outputs(tmp_path: Path) -> None:
+    # a Docker image holds the project without .git (and its DVC config without no_scm)
+    project = make_project(tmp_path / "project")
+    (project / ".dvc/config").write_text("")
+    (project / "out").mkdir()
+    (project / "out/a.json").write_text("{}")  # a stage output (from an earlier dvc repro)
+    (project / "notes.txt").write_text("not a stage output")
+    files = {str(f) for f in workspace.source_files(project, exclude=[])}
+    assert {"stage.py", "dvc.yaml", "params.yaml", "notes.txt"} <= files
+    assert "out/a.json" not in files
