@@ -4,7 +4,9 @@
 Runs the project's DVC pipeline (`dvc.yaml`) one task per stage, in the order the last lines
 of `dags/retrain.py` write out (a test keeps it equal to DVC's own graph):
 configure -> fetch -> prepare -> validate -> backbone -> features -> train_feature_extraction,
-train_fine_tune and the unfreezing sweep -> evaluate -> visualize -> publish -> push -> cleanup.
+train_fine_tune and the unfreezing sweep -> evaluate -> visualize -> publish -> push -> cleanup;
+beside them `audit` (near-duplicates, label issues, drift) after features and `export`
+(SavedModel, ONNX, LiteRT, parity-checked) after train_fine_tune.
 
 * **Same stages as `dvc repro`.** `configure` copies the project into this run's workspace
   (under `orchestration.workspace_dir`) with this run's params.yaml; each stage task runs
@@ -12,11 +14,12 @@ train_fine_tune and the unfreezing sweep -> evaluate -> visualize -> publish -> 
   code, params and data did not change is restored, not re-run, and a retry resumes.
 * **The sweep** is one mapped task over the items DVC generates from this run's
   `train.sweep.unfreeze` (listed by `sweep_items` in the `sweep_matrix` group), each named by
-  its item (`unfreeze-1-aug-no`). `evaluate` waits for it and scores its models too.
+  its item (`unfreeze-1-aug-false`). `evaluate` waits for it and scores its models too.
 * **Triggers.** `orchestration.schedule` and every update of the dataset asset
-  (`orchestration.dataset_asset`). **Trigger** opens a form of this run's values (defaults
-  from params.yaml; any other key as `KEY=VALUE` under "other overrides"); `configure`
-  checks them like params.yaml before anything runs.
+  (`orchestration.dataset_asset`); unpausing runs nothing until the next scheduled time.
+  **Trigger** opens a form of this run's values (defaults from params.yaml; any other key as
+  `KEY=VALUE` under "other overrides"); `configure` checks them like params.yaml before
+  anything runs.
 * **Training** tasks (backbone, features, both train tasks, every sweep item) share the
   `gpu` pool (`orchestration.gpu_pool`, `gpu_pool_slots` slots, 1 by default), so they run
   one after another, not in parallel, until the pool gets more slots. With
@@ -33,7 +36,7 @@ train_fine_tune and the unfreezing sweep -> evaluate -> visualize -> publish -> 
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -232,9 +235,12 @@ def _on_failure(context: dict[str, Any]) -> None:
 @dag(
     dag_id=CFG.dag_id,
     doc_md=__doc__,
-    start_date=datetime(2026, 1, 1),
+    # No start_date: with one, Airflow schedules the latest missed interval the moment the DAG
+    # is unpaused (max(last cron time, start)), and a user's first manual run queues behind
+    # that surprise run. Without one, run_immediately=False waits for the next cron time.
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(CFG.schedule, timezone="UTC"), assets=[DATASET]
+        timetable=CronTriggerTimetable(CFG.schedule, timezone="UTC", run_immediately=False),
+        assets=[DATASET],
     )
     if CFG.schedule
     else [DATASET],
@@ -263,11 +269,15 @@ def resnet_retrain() -> None:
     sweep = stage("sweep", training=True, matrix=True)
     evaluate, visualize = stage("evaluate"), stage("visualize")
     publish = stage("publish", outlets=[PUBLISHED])
+    audit, export = stage("audit"), stage("export")
 
     configure() >> fetch >> prepare >> validate >> backbone >> features
     # evaluate also scores the sweep's models (no DVC dep of it: the sweep is optional there)
     features >> [train_feature_extraction, train_fine_tune, sweep] >> evaluate
-    evaluate >> visualize >> publish >> push() >> cleanup()
+    evaluate >> visualize >> publish
+    features >> audit  # near-duplicates, label issues, drift on the cached embeddings
+    train_fine_tune >> export  # serving formats of the fine-tuned model, parity-checked
+    [publish, audit, export] >> push() >> cleanup()
 
 
 retrain = resnet_retrain()

@@ -30,6 +30,21 @@ log = logging.getLogger(__name__)
 EXIT_USER_ERROR = 2  # tasks.common.run_main: bad params/data; retrying cannot help
 SKIP_DIRS = {".git", ".venv", ".tools", "__pycache__", ".pytest_cache", ".ruff_cache"}
 _EXITED = re.compile(r"exited with (-?\d+)")
+# What TensorFlow prints while probing for CUDA on a machine without a GPU, before its own
+# log level applies (TF_CPP_MIN_LOG_LEVEL cannot hide it): noise in a CPU worker's task log.
+_GPU_PROBE = re.compile(
+    r"cudart_stub\.cc|cuda_platform\.cc.*cuInit|Could not find cuda drivers|"
+    r"All log messages before absl::InitializeLog\(\) is called"
+)
+
+
+def has_gpu_device() -> bool:
+    """An NVIDIA device node on this worker (checked without importing TensorFlow)."""
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def gpu_probe_noise(line: str) -> bool:
+    return bool(_GPU_PROBE.search(line))
 
 
 class StageFailed(RuntimeError):
@@ -181,9 +196,12 @@ def dvc(
         text=True,
         errors="replace",
     )
+    quiet = gpu_probe_noise if not has_gpu_device() else (lambda _line: False)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
+            if quiet(line):
+                continue
             log.info("%s", line.rstrip())
             tail.append(line.rstrip())
         rc = proc.wait()
@@ -225,7 +243,7 @@ def run_stage(ws: Path, stage: str, *, env: dict[str, str], pull: bool = False) 
 
 def matrix_items(ws: Path, group: str) -> list[dict[str, str]]:
     """DVC's generated stages of a matrix/foreach group for this run's params, each with a
-    label for the UI (`{"stage": "sweep@1-no", "label": "unfreeze-1-aug-no"}`)."""
+    label for the UI (`{"stage": "sweep@1-False", "label": "unfreeze-1-aug-false"}`)."""
     tail = dvc(ws, ["stage", "list", group], stage=f"{group} items")
     items = []
     for line in tail:
@@ -239,7 +257,7 @@ def matrix_items(ws: Path, group: str) -> list[dict[str, str]]:
 
 def _item_label(name: str, description: str) -> str:
     """The folder of the item's first output as `dvc stage list` describes it (`Outputs
-    models/sweep/unfreeze-1-aug-no` -> `unfreeze-1-aug-no`), else its item part (`1-no`)."""
+    models/sweep/unfreeze-1-aug-false` -> `unfreeze-1-aug-false`), else its item part."""
     first = description.removeprefix("Outputs ").split(",")[0].rstrip("/")
     if description.startswith("Outputs ") and first and not first.endswith("\u2026"):
         return first.rsplit("/", 1)[-1]

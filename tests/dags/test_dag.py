@@ -91,7 +91,9 @@ EXTRA_EDGES = {
     ("sweep", "evaluate"): "evaluate scores models/sweep/* when present (evaluate.models) but "
     "declares no dep on them (`dvc repro publish` must not run 12 fine-tunings); in the DAG "
     "it waits for the sweep, or the run's report would leave the sweep out",
-    ("publish", "push"): "`dvc push` of everything the run made, after the last stage",
+    ("publish", "push"): "`dvc push` of everything the run made, after the last stages",
+    ("audit", "push"): "`dvc push` of everything the run made, after the last stages",
+    ("export", "push"): "`dvc push` of everything the run made, after the last stages",
     ("push", "cleanup"): "the workspace goes once its outputs are pushed",
 }
 
@@ -190,16 +192,16 @@ def test_sweep_items_come_from_dvc_with_this_runs_params_and_name_the_mapped_tas
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     items = workspace.matrix_items(tmp_path, "sweep")
     assert items == [
-        {"stage": "sweep@2-no", "label": "unfreeze-2-aug-no"},
-        {"stage": "sweep@2-yes", "label": "unfreeze-2-aug-yes"},
-        {"stage": "sweep@40-no", "label": "unfreeze-40-aug-no"},
-        {"stage": "sweep@40-yes", "label": "unfreeze-40-aug-yes"},
+        {"stage": "sweep@2-False", "label": "unfreeze-2-aug-false"},
+        {"stage": "sweep@2-True", "label": "unfreeze-2-aug-true"},
+        {"stage": "sweep@40-False", "label": "unfreeze-40-aug-false"},
+        {"stage": "sweep@40-True", "label": "unfreeze-40-aug-true"},
     ]
     sweep = dag.get_task("sweep")
     assert type(sweep).__name__.endswith("MappedOperator")  # one task, expanded per item
     # the UI names each mapped task by its item (the model folder it trains), not 0, 1, ...
     label = Template(sweep.map_index_template).render(task=SimpleNamespace(op_kwargs=items[2]))
-    assert label == "unfreeze-40-aug-no"
+    assert label == "unfreeze-40-aug-false"
 
 
 def write_project(tmp: Path, **orchestration) -> Path:
@@ -244,10 +246,10 @@ def test_kubernetes_executor_runs_training_as_gpu_pods(tmp_path: Path) -> None:
     sweep = dag.get_task("sweep")
     assert sweep.operator_class.__name__ == "KubernetesPodOperator"
     assert sweep.upstream_task_ids == {"sweep_items"}
-    args = pod_arguments("sweep@1-no", label="unfreeze-1-aug-no")  # what sweep_items maps
-    assert args[-1] == "sweep@1-no"
+    args = pod_arguments("sweep@1-False", label="unfreeze-1-aug-false")  # what sweep_items maps
+    assert args[-1] == "sweep@1-False"
     assert Template(sweep.map_index_template).render(task=SimpleNamespace(arguments=args)) == (
-        "unfreeze-1-aug-no"
+        "unfreeze-1-aug-false"
     )
 
     pod = pod_task.build_pod_request_obj(dry_run=True)  # no cluster needed
@@ -317,3 +319,17 @@ def test_run_params_all_exist_and_default_to_params_yaml(dag) -> None:
             node = getattr(node, part)
         expected = list(node) if isinstance(node, tuple) else node
         assert json.dumps(dag.params[key]) == json.dumps(expected), key
+
+
+def test_unpausing_the_dag_schedules_nothing_before_the_next_cron_time(dag) -> None:
+    """No surprise run of the missed interval ahead of a user's first manual run."""
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.base import TimeRestriction
+    from airflow.utils import timezone
+
+    scheduled = DagSerialization.from_dict(DagSerialization.to_dict(dag))  # as the scheduler has it
+    info = scheduled.timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=scheduled.start_date, latest=None, catchup=False),
+    )
+    assert info is not None and info.run_after > timezone.utcnow()

@@ -127,3 +127,21 @@ def test_a_project_without_git_is_copied_without_its_stage_outputs(tmp_path: Pat
     files = {str(f) for f in workspace.source_files(project, exclude=[])}
     assert {"stage.py", "dvc.yaml", "params.yaml", "notes.txt"} <= files
     assert "out/a.json" not in files
+
+
+def test_a_cpu_workers_task_log_leaves_out_tensorflows_cuda_probe_lines() -> None:
+    # as TensorFlow 2.21 prints them on a machine without a GPU (captured from a stage)
+    noise = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1796162372.387049   12529 cudart_stub.cc:31] Could not find cuda drivers "
+        "on your machine, GPU will not be used.",
+        "E0000 00:00:1796162453.553877   12529 cuda_platform.cc:52] failed call to cuInit: "
+        "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+    ]
+    kept = [
+        "Running stage 'train_fine_tune':",
+        "fine_tune  val accuracy 0.9161  163 s  -> models/fine_tune",
+        "error: train.epochs: 0 is out of range: must be >= 1",
+    ]
+    assert all(workspace.gpu_probe_noise(line) for line in noise)
+    assert not any(workspace.gpu_probe_noise(line) for line in kept)
