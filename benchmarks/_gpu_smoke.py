@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -101,10 +102,17 @@ def run_pipeline(work: Path, image_size: int) -> list[list]:
     raw = with_overrides(read_raw(work / "params.yaml"), overrides(image_size))
     (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     dvc = [sys.executable, "-m", "dvc"]
+    # the stages' `python -m tasks.x` must be this environment's python, as under `make`
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run([*dvc, "config", "--local", "core.no_scm", "true"], cwd=work, check=True)
     rows, start = [], time.perf_counter()
     proc = subprocess.Popen(
-        [*dvc, "repro", "visualize"], cwd=work, stdout=subprocess.PIPE, text=True, errors="replace"
+        [*dvc, "repro", "visualize"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        errors="replace",
     )
     assert proc.stdout is not None
     stage, since = None, start

@@ -488,7 +488,6 @@ class OrchestrationParams:
     dvc_cache: Str | None = Field(description="shared DVC cache; null = .dvc/cache")
     keep_workspace: Bool = Field(description="keep a successful run's workspace")
     failure_dir: Str = Field(description="one JSON record per failed task try")
-    training_stages: tuple[Str, ...] = Field(description="globs: gpu pool, long timeout")
     gpu_pool: Str = Field(description="pool of the training tasks")
     gpu_queue: Str = Field(description="Celery queue of the training tasks")
     gpu_pool_slots: Int = Field(ge=1, description="training tasks at once")
