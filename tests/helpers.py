@@ -184,3 +184,14 @@ def image_tree_archive(
                     buf.seek(0)
                     tar.addfile(info, buf)
     return path
+
+
+def class_images(
+    n: int, seed: int, size: int = 32, classes: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, size, size, 3) uint8 images whose brightness tells the class, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    base = (labels * 100 + 20)[:, None, None, None]
+    images = np.clip(base + rng.integers(-20, 21, (n, size, size, 3)), 0, 255)
+    return images.astype(np.uint8), labels

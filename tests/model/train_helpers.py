@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.params import Params, load_params
+from tests import helpers
 from tests.helpers import params_yaml, write_prepared
 
 CLASSES = ["dark", "mid", "bright"]
@@ -19,11 +20,7 @@ SIZE = 32
 
 def class_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(n, 32, 32, 3) uint8 images whose brightness tells the class, plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % len(CLASSES)
-    base = (labels * 100 + 20)[:, None, None, None]
-    images = np.clip(base + rng.integers(-20, 21, (n, SIZE, SIZE, 3)), 0, 255)
-    return images.astype(np.uint8), labels
+    return helpers.class_images(n, seed, size=SIZE, classes=len(CLASSES))
 
 
 def make_project(
