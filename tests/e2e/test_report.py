@@ -257,7 +257,7 @@ def test_a_report_rebuilt_by_hand_keeps_the_run_id_visualize_gave(tmp_path, monk
 
     splits = {"test": (random_images(3, 8), np.array([0, 1, 2]))}
     write_prepared(tmp_path / "data/prepared", splits, CLASSES)
-    (tmp_path / "params.yaml").write_text("data: {prepared_dir: data/prepared}\n")
+    (tmp_path / "params.yaml").write_text(params_yaml({"data": {"prepared_dir": "data/prepared"}}))
     _folder(tmp_path / "figures")
     (tmp_path / "figures/run.json").write_text('{"run_id": "20261122T1200Z-abc"}')
     (tmp_path / "metrics").mkdir()
