@@ -81,16 +81,13 @@ def problems(infos: dict[str, dict], histories: dict[str, dict], *, expected, gp
 
 
 def copy_project(dest: Path) -> None:
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for rel in filter(None, files.split("\0")):
-        if (ROOT / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
+    """The project's code and config, as an Airflow run's workspace gets them."""
+    sys.path.insert(0, str(ROOT / "dags"))
+    from resnet_retrain.workspace import source_files
+
+    for rel in source_files(ROOT, exclude=[]):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dest / rel)
 
 
 def run_pipeline(work: Path, image_size: int) -> list[list]:
