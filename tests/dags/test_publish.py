@@ -356,21 +356,23 @@ def evaluated_project(root: Path, answer: int) -> tuple[Path, Path]:
     return root, details
 
 
+def store_factory(kind: str, request, tmp_path: Path, prefix: str):
+    """A callable opening a fresh store of `kind`: a folder, or s3://models/<prefix> on moto."""
+    if kind == "s3":
+        server = request.getfixturevalue("s3_server")
+        server.client().create_bucket(Bucket="models")
+        return lambda: open_store(
+            f"s3://models/{prefix}", endpoint_url=server.endpoint_url, retries=2
+        )
+    return lambda: open_store(str(tmp_path / "store"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["folder", "s3"])
 def test_two_publishers_racing_for_the_champion_cannot_overwrite_each_other(
     tmp_path: Path, kind: str, request
 ) -> None:
-    if kind == "s3":
-        server = request.getfixturevalue("s3_server")
-        server.client().create_bucket(Bucket="models")
-
-        def new_store():
-            return open_store("s3://models/race", endpoint_url=server.endpoint_url, retries=2)
-    else:
-
-        def new_store():
-            return open_store(str(tmp_path / "store"))
+    new_store = store_factory(kind, request, tmp_path, "race")
 
     barrier, accepted = threading.Barrier(2), []
     runs = {
@@ -465,12 +467,7 @@ def test_a_file_changed_after_hashing_is_caught_by_the_stores_checksum(
 def test_conditional_writes_refuse_a_stale_or_existing_object(
     tmp_path: Path, kind: str, request
 ) -> None:
-    if kind == "s3":
-        server = request.getfixturevalue("s3_server")
-        server.client().create_bucket(Bucket="models")
-        store = open_store("s3://models/c", endpoint_url=server.endpoint_url, retries=2)
-    else:
-        store = open_store(str(tmp_path / "store"))
+    store = store_factory(kind, request, tmp_path, "c")()
     store.put_bytes("champion.json", b"first", if_absent=True)
     with pytest.raises(Conflict):
         store.put_bytes("champion.json", b"second", if_absent=True)
