@@ -260,6 +260,10 @@ class AugmentParams:
 class FineTuneParams:
     learning_rate: Float = Field(gt=0, lt=1, description="phase 2, (0, 1): small")
     epochs: Int = Field(ge=0, description="phase 2 epochs at most")
+    schedule: Literal["cosine", "plateau"] = Field(
+        description="cosine: warm-up, then cosine decay to min_lr; plateau: as phase 1"
+    )
+    warmup_epochs: Int = Field(ge=0, description="cosine: epochs of linear warm-up")
 
 
 @dataclass(frozen=True, config=SECTION)

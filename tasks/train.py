@@ -210,21 +210,39 @@ def fine_tune(model, phases: Phases, *, layers: Unfreeze, sets: dict, head_rows:
     from tasks.model import backbone_of, unfreeze
     from tasks.training import fit_phase
 
+    cfg = phases.cfg.fine_tune
     with phases.strategy.scope():
         unfrozen = unfreeze(backbone_of(model), layers)
-        phases.compile(model, phase="fine_tune", learning_rate=phases.cfg.fine_tune.learning_rate)
+        phases.compile(model, phase="fine_tune", learning_rate=cfg.learning_rate)
     log.info("%s", unfrozen)
     rows = fit_phase(
         model,
         sets["train"],
         sets["val"],
         name="fine_tune",
-        epochs=phases.cfg.fine_tune.epochs,
+        epochs=cfg.epochs,
         baseline_val_loss=_best_val_loss(head_rows),
         earlier_rows=head_rows,
+        schedule=_schedule(cfg, steps=len(sets["train"]), floor=phases.cfg.min_lr),
         **phases.fit,
     )
     return unfrozen, rows
+
+
+def _schedule(cfg, *, steps: int, floor: float):
+    """Phase 2's learning rate: warm-up + cosine (`train.fine_tune.schedule: cosine`) or None
+    for ReduceLROnPlateau on val loss, as in phase 1."""
+    from tasks.training import WarmupCosine
+
+    if cfg.schedule != "cosine":
+        return None
+    return WarmupCosine(
+        cfg.learning_rate,
+        epochs=cfg.epochs,
+        warmup_epochs=cfg.warmup_epochs,
+        steps=steps,
+        floor=floor,
+    )
 
 
 def _datasets(arrays: dict, prepared: Prepared, cfg: TrainParams) -> dict:

@@ -212,6 +212,30 @@ class _Checkpoint(keras.callbacks.Callback):
             (self.dir / old).unlink(missing_ok=True)
 
 
+class WarmupCosine(keras.callbacks.Callback):
+    """Per step: linear warm-up to `peak` over `warmup_epochs`, then cosine decay to `floor`
+    at the last step of `epochs`. A pure function of (epoch, batch), so a resumed phase goes
+    on at the learning rate it stopped at."""
+
+    def __init__(self, peak: float, *, epochs: int, warmup_epochs: int, steps: int, floor=0.0):
+        super().__init__()
+        self.peak, self.floor, self.steps = peak, floor, max(1, steps)
+        self.warmup, self.total = warmup_epochs * self.steps, max(1, epochs * self.steps)
+        self.epoch = 0
+
+    def rate(self, step: int) -> float:
+        if step < self.warmup:
+            return self.peak * (step + 1) / (self.warmup + 1)
+        done = (step - self.warmup) / max(1, self.total - self.warmup)
+        return self.floor + (self.peak - self.floor) * 0.5 * (1 + math.cos(math.pi * done))
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None) -> None:
+        self.model.optimizer.learning_rate.assign(self.rate(self.epoch * self.steps + batch))
+
+
 def _at_target(val_accuracy: float | None, target: float | None) -> bool:
     return target is not None and val_accuracy is not None and val_accuracy >= target
 
@@ -273,6 +297,7 @@ def fit_phase(
     earlier_rows: Sequence[dict] = (),
     baseline_val_loss: float | None = None,
     target_val_accuracy: float | None = None,
+    schedule: WarmupCosine | None = None,
 ) -> list[dict]:
     """Train a compiled model for one phase, resumably; returns the per-epoch history rows.
 
@@ -282,6 +307,7 @@ def fit_phase(
     configuration: a state left by another configuration is discarded, not resumed.
     `target_val_accuracy` ends the phase after the first epoch validating at least that well.
     `live_dir`: the model's DVCLive folder, after `earlier_rows` (its earlier phases' epochs).
+    `schedule` sets the learning rate every step instead of ReduceLROnPlateau.
     """
     state_dir = Path(state_dir) / name
     state = _read_state(state_dir, fingerprint)
@@ -293,11 +319,15 @@ def fit_phase(
         return state["rows"]
     state = _start(model, state_dir, state, name=name, baseline_val_loss=baseline_val_loss)
     early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
+    if schedule is not None:  # ReduceLROnPlateau only logs the rate then: it never waits that long
+        reduce_lr_patience = epochs + 1
     reduce = keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", factor=reduce_lr_factor, patience=reduce_lr_patience, min_lr=min_lr
     )
     checkpoint = _Checkpoint(state_dir, state, fingerprint, early, reduce)
     callbacks = [early, reduce, checkpoint]  # the checkpoint saves the counters of both
+    if schedule is not None:
+        callbacks.insert(0, schedule)
     if live_dir is not None:  # after the checkpoint: DVCLive may lag the state, never lead it
         live = open_live(live_dir, rows=[*earlier_rows, *checkpoint.rows])
         callbacks.append(DVCLiveCallback(live=live))
