@@ -94,7 +94,7 @@ def run_pipeline(work: Path, image_size: int) -> list[list]:
     """`dvc repro visualize` in `work` with the smoke overrides; [stage, seconds] rows."""
     import yaml
 
-    from tasks.params import read_raw, with_overrides
+    from tasks.paramfile import read_raw, with_overrides
 
     raw = with_overrides(read_raw(work / "params.yaml"), overrides(image_size))
     (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

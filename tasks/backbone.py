@@ -32,7 +32,8 @@ from tasks.dataset import Prepared, open_prepared
 from tasks.layout import BACKBONE_INFO as INFO_FILE
 from tasks.layout import BACKBONE_WEIGHTS as WEIGHTS_FILE
 from tasks.layout import LIVE, SOURCE_MODEL
-from tasks.params import BackboneParams, ParamsError, TrainParams, params_from_cli
+from tasks.paramfile import ParamsError
+from tasks.params import BackboneParams, TrainParams, params_from_cli
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Typed, frozen view of params.yaml: one pydantic model, one loader, one error format.
+"""Typed, frozen view of params.yaml: the sections, one loader, one error format.
 
 params.yaml holds every value (DVC tracks it; its comments explain each key). The sections
 below declare only types, ranges and a short description per key, never a default: a key
@@ -7,20 +7,17 @@ names the key and what is allowed, e.g.
 
     params.yaml: prepare.fraction: -0.5 is out of range: must be null or in (0, 1]
 
-Values are read with YAML 1.2's float rule, so `1e-4` and `3e-05` are numbers (PyYAML's
-YAML 1.1 rule reads them as strings).
+Reading the file (YAML 1.2 floats, `--set` overrides) and that one line are tasks/paramfile.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     ConfigDict,
     Field,
@@ -38,24 +35,18 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
 from tasks.common import UserError
+from tasks.paramfile import (
+    ParamsError,
+    check,
+    params_error,
+    parse_overrides,
+    read_raw,
+    with_overrides,
+)
 
 DEFAULT_PARAMS = Path("params.yaml")
 PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # section()'s values
 SECTION = ConfigDict(extra="forbid")  # + frozen=True on each: a typo is an error, not a no-op
-
-
-class ParamsError(UserError):
-    """A bad value in params.yaml; `key` is the dotted path to it."""
-
-    def __init__(self, key: str, message: str):
-        self.key, self.message = key, message
-        super().__init__(f"{key}: {message}" if key else message)
-
-
-def check(ok: bool, key: str, message: str) -> None:
-    """Fail validation for `key` (relative to the section) unless `ok`; for cross-key rules."""
-    if not ok:
-        raise PydanticCustomError("params", message, {"key": key})
 
 
 # Strict scalars: YAML `true` is not an integer, `"5"` not a number (an int is a float).
@@ -551,85 +542,12 @@ class Params:
 PARAMS = TypeAdapter(Params)
 
 
-# --- reading: YAML 1.2 floats, dotted overrides, one-line errors ----------------------------
-
-
-# libyaml's parser when present: the DAG file reads params.yaml at every parse
-class YAML12Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """SafeLoader with YAML 1.2's float rule: `1e-4`, `3e-05`, `-2E+3` are numbers."""
-
-
-_FLOAT = "tag:yaml.org,2002:float"
-YAML12Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in rules if tag != _FLOAT]
-    for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-YAML12Loader.add_implicit_resolver(  # after int, so `12` stays an int: a dot or an exponent
-    _FLOAT,
-    re.compile(
-        r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
-        |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=YAML12Loader)  # noqa: S506 (a SafeLoader)
-
-
-def read_raw(path: str | Path) -> dict[str, Any]:
-    """params.yaml as plain data (YAML 1.2 floats), or a UserError saying what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"{path}: params file not found (run from the project root or pass --params PATH)"
-        )
-    try:
-        raw = read_yaml(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: the top level must be a mapping of sections")
-    return raw
-
-
-def with_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """A copy of `raw` with each dotted key (`train.fine_tune.epochs`) set; tuples as lists."""
-    out = copy.deepcopy(raw)
-    for dotted, value in (overrides or {}).items():
-        *parents, last = dotted.split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise UserError(f"--set {dotted}: {p} is not a section")
-        node[last] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """`["train.epochs=3", "prepare.exclude=[ship]"]` -> {dotted key: YAML-parsed value}."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. prepare.image_size=64")
-        k, v = item.split("=", 1)
-        out[k.strip()] = read_yaml(v)
-    return out
-
-
 def validate(raw: dict[str, Any]) -> Params:
     """Params from plain data; a ParamsError naming the (first) bad key."""
     try:
         return PARAMS.validate_python(raw)
     except ValidationError as e:
-        raise params_error(e) from None
+        raise params_error(e, Params) from None
 
 
 def load_params(
@@ -640,12 +558,6 @@ def load_params(
         return validate(with_overrides(read_raw(path), overrides))
     except ParamsError as e:
         raise UserError(f"{path}: {e}") from None
-
-
-def build(cls: type, raw: Any, key: str = "") -> Params:
-    """Deprecated: `validate(raw)` for dags/retrain.py (`cls` is Params) until it calls
-    load_params(), which also reads YAML 1.2 floats."""
-    return validate(raw)
 
 
 def section(name: str, **overrides: Any) -> Any:
@@ -669,84 +581,3 @@ def params_from_cli(doc: str | None, argv: list[str] | None = None) -> Params:
     )
     args = parser.parse_args(argv)
     return load_params(args.params, parse_overrides(args.set))
-
-
-# --- pydantic's ValidationError as one line --------------------------------------------------
-
-_EXPECTED = {
-    "int_type": "an integer",
-    "float_type": "a number",
-    "string_type": "a string",
-    "bool_type": "true or false",
-    "tuple_type": "a list",
-    "list_type": "a list",
-    "dict_type": "a mapping",
-    "dataclass_type": "a mapping",
-}
-_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
-_BOUNDS = ("ge", "gt", "le", "lt")
-
-
-def params_error(e: ValidationError) -> ParamsError:
-    """The first error (an unknown key before the rest) as `key: what is allowed`."""
-    err = sorted(e.errors(), key=lambda x: x["type"] != "unexpected_keyword_argument")[0]
-    kind, loc, value, ctx = err["type"], list(err["loc"]), err["input"], err.get("ctx") or {}
-    if kind == "params":  # check() / _unfreeze: the message is written out
-        return ParamsError(_dotted([*loc, *([ctx["key"]] if "key" in ctx else [])]), err["msg"])
-    key = _dotted(loc)
-    if kind == "unexpected_keyword_argument":
-        where = _dotted(loc[:-1])
-        names = [f.name for f in dataclasses.fields(_field_type(loc[:-1]))]
-        within = f" in {where}" if where else ""
-        return ParamsError(key, f"unknown key; allowed keys{within}: {', '.join(names)}")
-    if kind == "missing":
-        return ParamsError(key, "missing: params.yaml must set every key")
-    if kind in _RANGE:
-        integer = not isinstance(next(iter(ctx.values())), float)
-        shown = value if integer else float(value)
-        return ParamsError(key, f"{shown} is out of range: must be {_rule(loc, ctx, integer)}")
-    if kind == "literal_error":
-        return ParamsError(key, f"{value!r} is not allowed; allowed values: {ctx['expected']}")
-    if kind == "too_short":
-        return ParamsError(key, "name at least one value")
-    if kind in _EXPECTED:
-        return ParamsError(key, f"{value!r} is not {_EXPECTED[kind]}")
-    return ParamsError(key, f"{value!r}: {err['msg']}")
-
-
-def _dotted(loc: list) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
-    return out
-
-
-def _field_type(loc: list) -> Any:
-    tp: Any = Params
-    for part in loc:
-        tp = tp.__pydantic_fields__[part].annotation
-    return tp
-
-
-def _rule(loc: list, ctx: dict, integer: bool) -> str:
-    """`in (0, 1]`, `8..1024`, `>= 1`: the field's whole range, not just the broken bound."""
-    try:
-        section, name = _field_type(loc[:-1]), loc[-1]
-        info = section.__pydantic_fields__[name]
-        bounds = {b: getattr(m, b) for m in info.metadata for b in _BOUNDS if hasattr(m, b)}
-        nullable = type(None) in get_args(info.annotation)
-    except (AttributeError, KeyError, TypeError):  # a list item: its own bound only
-        bounds, nullable = dict(ctx), False
-    lo = ("[", bounds["ge"]) if "ge" in bounds else ("(", bounds["gt"]) if "gt" in bounds else None
-    hi = (bounds["le"], "]") if "le" in bounds else (bounds["lt"], ")") if "lt" in bounds else None
-    if lo and hi:
-        rule = (
-            f"{lo[1]}..{hi[0]}"
-            if integer and lo[0] + hi[1] == "[]"
-            else f"in {lo[0]}{lo[1]:g}, {hi[0]:g}{hi[1]}"
-        )
-    elif lo:
-        rule = f"{'>=' if lo[0] == '[' else '>'} {lo[1]:g}"
-    else:
-        rule = f"{'<=' if hi[1] == ']' else '<'} {hi[0]:g}"
-    return f"null or {rule}" if nullable else rule

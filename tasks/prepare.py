@@ -31,7 +31,8 @@ from tasks.dataset import (
     Prepared,
 )
 from tasks.images import decode, fit
-from tasks.params import DataParams, ParamsError, PrepareParams, params_from_cli
+from tasks.paramfile import ParamsError
+from tasks.params import DataParams, PrepareParams, params_from_cli
 from tasks.sources import FETCH_RECORD, RawDataset, RawSplit
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ import yaml
 
 from tasks.common import atomic_write_json
 from tasks.dataset import CLASSES, INDEX, INDEX_COLUMNS, INFO, QUARANTINE, QUARANTINE_COLUMNS
-from tasks.params import PROJECT_PARAMS, read_raw
+from tasks.paramfile import read_raw
+from tasks.params import PROJECT_PARAMS
 
 
 def write_prepared(

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.params import PARAMS, parse_overrides
+from tasks.paramfile import parse_overrides
+from tasks.params import PARAMS
 
 OVERRIDES = "overrides"
 OVERRIDE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+=.*$"

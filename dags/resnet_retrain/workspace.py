@@ -92,7 +92,8 @@ def source_files(project: Path, exclude: list[Path]) -> list[Path]:
 
 def params_text(project_params: Path, overrides: dict[str, Any]) -> str:
     """params.yaml with this run's dotted overrides applied, checked like `dvc repro` would."""
-    from tasks.params import load_params, read_raw, with_overrides  # light: yaml + pydantic
+    from tasks.paramfile import read_raw, with_overrides  # light: yaml + pydantic
+    from tasks.params import load_params
 
     load_params(project_params, overrides)  # UserError naming the key on a bad value
     return yaml.safe_dump(with_overrides(read_raw(project_params), overrides), sort_keys=False)

@@ -12,14 +12,8 @@ import yaml
 
 from dags.resnet_retrain import run_params
 from tasks.common import UserError
-from tasks.params import (
-    PrepareParams,
-    load_params,
-    params_from_cli,
-    parse_overrides,
-    read_raw,
-    section,
-)
+from tasks.paramfile import parse_overrides, read_raw
+from tasks.params import PrepareParams, load_params, params_from_cli, section
 from tests.conftest import ROOT
 from tests.helpers import params_yaml
 
