@@ -59,13 +59,16 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 from resnet_retrain import run_params, workspace  # noqa: E402
 
 from tasks.common import UserError  # noqa: E402
+from tasks.paramfile import descriptions  # noqa: E402
 from tasks.params import load_params  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(PROJECT / "params.yaml")  # orchestration settings and the form's defaults
 CFG = PARAMS.orchestration
 KUBERNETES = CFG.training_executor == "kubernetes"
-FIELDS = run_params.param_specs(PARAMS, CFG.run_params)  # the trigger form's typed fields
+FIELDS = run_params.param_specs(  # the trigger form's typed fields, described by the comments
+    PARAMS, CFG.run_params, descriptions(PROJECT / "params.yaml")
+)
 DATASET = Asset(name=f"{CFG.dag_id}_dataset", uri=CFG.dataset_asset)  # new data: a run
 PUBLISHED = Asset(
     name=f"{CFG.dag_id}_published",

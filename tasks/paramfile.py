@@ -191,3 +191,43 @@ def _rule(root: type, loc: list, ctx: dict, integer: bool) -> str:
     else:
         rule = f"{'<=' if hi[1] == ']' else '<'} {hi[0]:g}"
     return f"null or {rule}" if nullable else rule
+
+
+# --- descriptions: params.yaml's trailing comments ---------------------------------------------
+
+
+def descriptions(path: str | Path) -> dict[str, str]:
+    """{dotted key: its trailing comment} of every commented mapping key in the YAML file.
+
+    A comment may go on over the next lines, each indented deeper than its key and starting
+    with `#`; they are joined with spaces. Read round-trip by ruamel.yaml (PyYAML drops
+    comments).
+    """
+    from ruamel.yaml import YAML  # pure Python and slower than libyaml: only for comments
+
+    out: dict[str, str] = {}
+    _comments(YAML(typ="rt").load(Path(path).read_text(encoding="utf-8")), "", out)
+    return out
+
+
+def _comments(node: Any, prefix: str, out: dict[str, str]) -> None:
+    if not hasattr(node, "ca") or not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        token = (node.ca.items.get(key) or [None] * 3)[2]
+        if token is not None and (text := _comment_text(token.value, node.lc.key(key)[1])):
+            out[dotted] = text
+        _comments(value, f"{dotted}.", out)
+
+
+def _comment_text(raw: str, key_column: int) -> str:
+    """`# first\\n      # more` -> `first more`; lines not indented deeper than the key end it."""
+    first, *rest = raw.split("\n")
+    parts = [first.lstrip().removeprefix("#").strip()]
+    for line in rest:
+        indent = len(line) - len(line.lstrip())
+        if not line.lstrip().startswith("#") or indent <= key_column:
+            break
+        parts.append(line.lstrip().removeprefix("#").strip())
+    return " ".join(p for p in parts if p)

@@ -1,8 +1,9 @@
 """Typed, frozen view of params.yaml: the sections, one loader, one error format.
 
-params.yaml holds every value (DVC tracks it; its comments explain each key). The sections
-below declare only types, ranges and a short description per key, never a default: a key
-missing from params.yaml is an error. A bad value fails before any work with one line that
+params.yaml holds every value and, in each key's trailing comment, what it means (the only
+place: the trigger form reads them too, tasks.paramfile.descriptions). The sections below
+declare only types and ranges, never a default or a description: a key missing from
+params.yaml is an error. A bad value fails before any work with one line that
 names the key and what is allowed, e.g.
 
     params.yaml: prepare.fraction: -0.5 is out of range: must be null or in (0, 1]
@@ -47,6 +48,7 @@ from tasks.paramfile import (
 DEFAULT_PARAMS = Path("params.yaml")
 PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # section()'s values
 SECTION = ConfigDict(extra="forbid")  # + frozen=True on each: a typo is an error, not a no-op
+# and kw_only=True: a key with a range (`= Field(ge=1)`) may come before one without
 
 
 # Strict scalars: YAML `true` is not an integer, `"5"` not a number (an int is a float).
@@ -60,21 +62,19 @@ def _is_run_id(s: str) -> bool:
 # --- section: data (where a dataset comes from) -------------------------------------------
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class DataParams:
-    source: Literal["digits", "cifar10", "cifar100", "imagewoof", "folder"] = Field(
-        description="dataset: digits (embedded, no network), cifar10, cifar100, imagewoof, folder"
-    )
-    url: Str | None = Field(description="archive URL override (a mirror); null = official")
-    md5: Str | None = Field(description="md5 of the archive at `url`; null = official")
-    path: Str | None = Field(description="folder source: local folder or s3://bucket/prefix")
-    s3_endpoint_url: Str | None = Field(description="S3-compatible endpoint; null = AWS")
-    cache_dir: Str = Field(description="downloaded archives, reused while their md5 matches")
-    raw_dir: Str = Field(description="fetch output (DVC out)")
-    prepared_dir: Str = Field(description="prepare output (DVC out)")
-    download_retries: Int = Field(ge=1, description="attempts per download, >= 1")
-    download_timeout: Float = Field(gt=0, description="seconds without a byte, > 0")
-    download_backoff: Float = Field(ge=0, description="seconds before the 2nd attempt")
+    source: Literal["digits", "cifar10", "cifar100", "imagewoof", "folder"]
+    url: Str | None
+    md5: Str | None
+    path: Str | None
+    s3_endpoint_url: Str | None
+    cache_dir: Str
+    raw_dir: Str
+    prepared_dir: Str
+    download_retries: Int = Field(ge=1)
+    download_timeout: Float = Field(gt=0)
+    download_backoff: Float = Field(ge=0)
 
     @model_validator(mode="after")
     def _rules(self) -> DataParams:
@@ -94,28 +94,18 @@ class DataParams:
 # --- section: prepare (decode, filter, subsample, split) -----------------------------------
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class PrepareParams:
-    image_size: Int | None = Field(
-        ge=8, le=1024, description="output side in px, 8..1024; null = native (CIFAR 32, digits 8)"
-    )
-    resize: Literal["squash", "crop", "pad"] = Field(
-        description="how a non-square image becomes square"
-    )
-    include: tuple[Str, ...] = Field(description="class names to keep; empty = all")
-    exclude: tuple[Str, ...] = Field(description="class names to drop, e.g. [ship]")
-    max_per_class: Int | None = Field(
-        ge=1, description="cap per class in each official split; null = no cap"
-    )
-    fraction: Float | None = Field(
-        gt=0, le=1, description="share of each class kept in each split, (0, 1]; null = all"
-    )
-    val_fraction: Float = Field(ge=0, lt=1, description="validation share of train, [0, 1)")
-    test_fraction: Float = Field(
-        gt=0, lt=1, description="test share, (0, 1); only for sources without a test split"
-    )
-    seed: Int = Field(description="one seed for subsampling and splitting")
-    workers: Int = Field(ge=0, description="image decoding threads; 0 = one per core")
+    image_size: Int | None = Field(ge=8, le=1024)
+    resize: Literal["squash", "crop", "pad"]
+    include: tuple[Str, ...]
+    exclude: tuple[Str, ...]
+    max_per_class: Int | None = Field(ge=1)
+    fraction: Float | None = Field(gt=0, le=1)
+    val_fraction: Float = Field(ge=0, lt=1)
+    test_fraction: Float = Field(gt=0, lt=1)
+    seed: Int
+    workers: Int = Field(ge=0)
 
     @model_validator(mode="after")
     def _rules(self) -> PrepareParams:
@@ -132,25 +122,17 @@ class PrepareParams:
 Split = Literal["train", "val", "test"]
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class ValidateParams:
-    expectations_dir: Str = Field(description="every *.json suite in it is run")
-    out_dir: Str = Field(description="summary.json, index.html, results.json + docs/ (GX)")
-    min_per_class: Int = Field(ge=1, description="images of every class in every split")
-    min_class_ratio: Float = Field(
-        ge=0, le=1, description="smallest class / largest class in every split, [0, 1]"
-    )
-    max_quarantine_share: Float = Field(
-        ge=0, le=1, description="unreadable files / all files in every split, [0, 1]"
-    )
-    min_pixel_range: Int = Field(
-        ge=0, le=255, description="max - min pixel value below which an image is constant"
-    )
-    splits: tuple[Split, ...] = Field(description="splits that must exist and hold images")
-    severity: dict[Str, Literal["error", "warning"]] = Field(
-        description="per expectation: error (stops the run) or warning (reported)"
-    )
-    examples: Int = Field(ge=1, le=100, description="failing rows shown per check, 1..100")
+    expectations_dir: Str
+    out_dir: Str
+    min_per_class: Int = Field(ge=1)
+    min_class_ratio: Float = Field(ge=0, le=1)
+    max_quarantine_share: Float = Field(ge=0, le=1)
+    min_pixel_range: Int = Field(ge=0, le=255)
+    splits: tuple[Split, ...]
+    severity: dict[Str, Literal["error", "warning"]]
+    examples: Int = Field(ge=1, le=100)
 
     @model_validator(mode="after")
     def _rules(self) -> ValidateParams:
@@ -197,29 +179,18 @@ Unfreeze = Annotated[
 Fraction01 = Annotated[Float, Field(ge=0, lt=1)]
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class BackboneParams:
-    weights: Str = Field(
-        description="source (trained here without `holdout`) | imagenet | none | a weights "
-        "file path or s3:// URI"
-    )
-    holdout: tuple[Str, ...] = Field(
-        description="source: classes the source model never sees (the 'ship' role)"
-    )
-    out_dir: Str = Field(description="backbone.weights.h5, backbone.json (+ model.keras)")
-    epochs: Int = Field(ge=1, description="source model: epochs at most")
-    learning_rate: Float = Field(gt=0, lt=1, description="source model (Adam), (0, 1)")
-    batch_size: Int = Field(ge=1, description="source model: images per step")
-    patience: Int = Field(ge=1, description="source model: early stopping on val loss")
-    bn_momentum: Float = Field(
-        gt=0, lt=1, description="source model's BatchNorm momentum, (0, 1); 0.99 lags on small sets"
-    )
-    min_val_accuracy: Float = Field(
-        ge=0, le=1, description="fail the stage when the source model validates below this"
-    )
-    target_val_accuracy: Float | None = Field(
-        gt=0, le=1, description="source model: stop at the first epoch this good; null = all"
-    )
+    weights: Str
+    holdout: tuple[Str, ...]
+    out_dir: Str
+    epochs: Int = Field(ge=1)
+    learning_rate: Float = Field(gt=0, lt=1)
+    batch_size: Int = Field(ge=1)
+    patience: Int = Field(ge=1)
+    bn_momentum: Float = Field(gt=0, lt=1)
+    min_val_accuracy: Float = Field(ge=0, le=1)
+    target_val_accuracy: Float | None = Field(gt=0, le=1)
 
     @model_validator(mode="after")
     def _rules(self) -> BackboneParams:
@@ -232,82 +203,58 @@ class BackboneParams:
         return self
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class AugmentParams:
-    enabled: Bool = Field(description="Keras random layers in the model, training only")
-    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = Field(
-        description="random flips (not for digits)"
-    )
-    translate: Fraction01 = Field(description="max shift, share of the side, [0, 1); 0 = off")
-    rotation: Fraction01 = Field(description="max rotation, share of a full turn, [0, 1)")
-    zoom: Fraction01 = Field(description="max zoom in/out, share of the side, [0, 1)")
-    contrast: Fraction01 = Field(description="max contrast change factor, [0, 1)")
-    fill_mode: Literal["constant", "reflect", "nearest", "wrap"] = Field(
-        description="how uncovered pixels are filled (constant = black)"
-    )
+    enabled: Bool
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]
+    translate: Fraction01
+    rotation: Fraction01
+    zoom: Fraction01
+    contrast: Fraction01
+    fill_mode: Literal["constant", "reflect", "nearest", "wrap"]
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class FineTuneParams:
-    learning_rate: Float = Field(gt=0, lt=1, description="phase 2, (0, 1): small")
-    epochs: Int = Field(ge=0, description="phase 2 epochs at most")
-    schedule: Literal["cosine", "plateau"] = Field(
-        description="cosine: warm-up, then cosine decay to min_lr; plateau: as phase 1"
-    )
-    warmup_epochs: Int = Field(ge=0, description="cosine: epochs of linear warm-up")
+    learning_rate: Float = Field(gt=0, lt=1)
+    epochs: Int = Field(ge=0)
+    schedule: Literal["cosine", "plateau"]
+    warmup_epochs: Int = Field(ge=0)
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class SweepParams:
-    unfreeze: tuple[Unfreeze, ...] = Field(
-        min_length=1, description="`dvc repro sweep`: one fine_tune per top-N layer count"
-    )
-    augment: tuple[Bool, ...] = Field(
-        min_length=1, description="each N without (false) and with (true) augmentation"
-    )
+    unfreeze: tuple[Unfreeze, ...] = Field(min_length=1)
+    augment: tuple[Bool, ...] = Field(min_length=1)
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class TrainParams:
-    strategy: Literal["feature_extraction", "fine_tune", "sweep"] = Field(
-        description="dvc.yaml sets it per stage"
-    )
-    image_size: Int = Field(
-        ge=32, le=1024, description="side the backbone sees (resized in the model), 32..1024 px"
-    )
-    units: tuple[Annotated[Int, Field(ge=1)], ...] = Field(
-        description="hidden Dense layers of the head; [] = softmax only"
-    )
-    activation: Str = Field(description="of the hidden Dense layers")
-    dropout: Fraction01 = Field(description="before each Dense of the head, [0, 1)")
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field(
-        description="phase 1 and 2 optimizer (sgd: momentum 0.9)"
-    )
-    learning_rate: Float = Field(gt=0, lt=1, description="phase 1 (head), (0, 1)")
-    batch_size: Int = Field(ge=1, description="global batch (split across GPUs)")
-    epochs: Int = Field(ge=1, description="phase 1 epochs at most")
-    label_smoothing: Fraction01 = Field(description="label smoothing of the loss, [0, 1)")
-    patience: Int = Field(ge=1, description="early stopping on val loss, in epochs")
-    reduce_lr_patience: Int = Field(ge=1, description="epochs before lr *= factor")
-    reduce_lr_factor: Float = Field(gt=0, lt=1, description="lr factor on a plateau")
-    min_lr: Float = Field(ge=0, description="lr floor, below learning_rate")
-    unfreeze: Unfreeze = Field(
-        description="phase 2: top N layers (0..175), a stage (conv1..conv5) and above, or all"
-    )
-    fine_tune: FineTuneParams = Field(description="phase 2 (unfrozen layers)")
-    augment: AugmentParams = Field(description="random augmentation inside the model")
-    sweep: SweepParams = Field(description="the unfreezing sweep")
-    features_dir: Str = Field(description="cached embeddings (features stage)")
-    models_dir: Str = Field(description="<strategy>/ and sweep/unfreeze-N-aug-X/ inside")
-    checkpoint_dir: Str = Field(description="resume state, removed on success")
-    seed: Int = Field(description="weights init, shuffling, dropout, augmentation")
-    mixed_precision: Literal["auto", "off", "mixed_float16", "mixed_bfloat16"] = Field(
-        description="auto: bf16 on Ampere+, fp16 on Volta/Turing, off on CPU"
-    )
-    xla: Literal["auto", "on", "off"] = Field(description="XLA compilation; auto = on")
-    distribute: Literal["auto", "off", "mirrored"] = Field(
-        description="auto: MirroredStrategy with > 1 GPU"
-    )
+    strategy: Literal["feature_extraction", "fine_tune", "sweep"]
+    image_size: Int = Field(ge=32, le=1024)
+    units: tuple[Annotated[Int, Field(ge=1)], ...]
+    activation: Str
+    dropout: Fraction01
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
+    learning_rate: Float = Field(gt=0, lt=1)
+    batch_size: Int = Field(ge=1)
+    epochs: Int = Field(ge=1)
+    label_smoothing: Fraction01
+    patience: Int = Field(ge=1)
+    reduce_lr_patience: Int = Field(ge=1)
+    reduce_lr_factor: Float = Field(gt=0, lt=1)
+    min_lr: Float = Field(ge=0)
+    unfreeze: Unfreeze
+    fine_tune: FineTuneParams
+    augment: AugmentParams
+    sweep: SweepParams
+    features_dir: Str
+    models_dir: Str
+    checkpoint_dir: Str
+    seed: Int
+    mixed_precision: Literal["auto", "off", "mixed_float16", "mixed_bfloat16"]
+    xla: Literal["auto", "on", "off"]
+    distribute: Literal["auto", "off", "mirrored"]
 
     @model_validator(mode="after")
     def _rules(self) -> TrainParams:
@@ -318,29 +265,23 @@ class TrainParams:
 # --- section: audit (checks on the cached embeddings) ---------------------------------------
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class AuditParams:
-    out_dir: Str = Field(description="summary.json (DVC metrics), CSVs, PNGs")
-    near_duplicate_similarity: Float = Field(
-        gt=0, le=1, description="centred cosine at or above which two images are near-duplicates"
-    )
-    hash_max_distance: Int = Field(ge=0, le=64, description="dHash bits (of 64) that may differ")
-    max_near_duplicate_share: Float = Field(
-        ge=0, le=1, description="val/test share with a near-duplicate in an earlier split"
-    )
-    near_duplicate_severity: Literal["error", "warning"] = Field(
-        description="error stops the run; warning reports"
-    )
-    label_folds: Int = Field(ge=2, le=20, description="folds of the out-of-fold probabilities")
-    label_top_per_class: Int = Field(ge=1, description="label suspects listed per class")
-    reference_features: Str | None = Field(description="the champion's features/; null = no drift")
-    reference_prepared: Str | None = Field(description="the champion's data/prepared/")
-    drift_samples: Int = Field(ge=10, description="embeddings per side in the MMD test")
-    drift_permutations: Int = Field(ge=19, description="permutation-test draws")
-    drift_alpha: Float = Field(gt=0, lt=1, description="p-value below which data drifted")
-    max_channel_shift: Float = Field(gt=0, description="mean pixel change (0..255) that drifts")
-    pairs_shown: Int = Field(ge=1, le=256, description="near-duplicate pairs drawn")
-    seed: Int = Field(description="folds, subsamples, permutations")
+    out_dir: Str
+    near_duplicate_similarity: Float = Field(gt=0, le=1)
+    hash_max_distance: Int = Field(ge=0, le=64)
+    max_near_duplicate_share: Float = Field(ge=0, le=1)
+    near_duplicate_severity: Literal["error", "warning"]
+    label_folds: Int = Field(ge=2, le=20)
+    label_top_per_class: Int = Field(ge=1)
+    reference_features: Str | None
+    reference_prepared: Str | None
+    drift_samples: Int = Field(ge=10)
+    drift_permutations: Int = Field(ge=19)
+    drift_alpha: Float = Field(gt=0, lt=1)
+    max_channel_shift: Float = Field(gt=0)
+    pairs_shown: Int = Field(ge=1, le=256)
+    seed: Int
 
     @model_validator(mode="after")
     def _rules(self) -> AuditParams:
@@ -357,76 +298,62 @@ class AuditParams:
 Count = Annotated[Int, Field(ge=1, le=256)]
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class EvaluateParams:
-    models: tuple[Str, ...] = Field(
-        min_length=1, description="folders in train.models_dir to score; globs allowed"
-    )
-    split: Literal["test", "val"] = Field(description="held-out split the metrics are measured on")
-    out_dir: Str = Field(description="metrics.json (DVC metrics) + per-model plot data")
-    batch_size: Int = Field(ge=1, description="images per predict() call")
-    top_k: Int = Field(ge=2, description="top-k accuracy, when there are more classes")
-    confused_pairs: Int = Field(ge=1, description="most-confused pairs in the table")
+    models: tuple[Str, ...] = Field(min_length=1)
+    split: Literal["test", "val"]
+    out_dir: Str
+    batch_size: Int = Field(ge=1)
+    top_k: Int = Field(ge=2)
+    confused_pairs: Int = Field(ge=1)
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class VisualizeParams:
-    models: tuple[Str, ...] = Field(description="in train.models_dir, drawn one by one")
-    source_model: Bool = Field(description="also draw the source classifier if present")
-    out_dir: Str = Field(description="one PNG per figure")
-    report: Str = Field(description="self-contained HTML report (figures embedded)")
-    validation_summary: Str = Field(description="validation summary shown if present")
-    seed: Int = Field(description="which samples and images are drawn")
-    dpi: Int = Field(ge=30, description="PNG resolution, >= 30")
-    samples_per_class: Count = Field(description="EDA grid columns, 1..256")
-    image_index: Int = Field(ge=0, description="test image for activations")
-    activation_layers: tuple[Str, ...] = Field(
-        min_length=1, description="layers whose feature maps are drawn"
-    )
-    activation_channels: Count = Field(description="feature maps per layer and model, 1..256")
-    first_conv_layer: Str = Field(description="its kernels are drawn as RGB tiles")
-    filter_layers: tuple[Str, ...] = Field(description="gradient-ascent pattern layers")
-    filter_indices: tuple[Annotated[Int, Field(ge=0)], ...] = Field(
-        description="channels drawn of each filter layer"
-    )
-    ascent_steps: Count = Field(description="gradient-ascent iterations per filter, 1..256")
-    ascent_lr: Float = Field(gt=0, description="RMS change per pixel and step")
-    gradcam_layer: Str = Field(description="a layer name, or auto: the deepest block output")
-    gradcam_min_side: Int = Field(ge=1, description="auto: at least this many px wide")
-    gradcam_images: Count = Field(description="test images overlaid, half correct, half wrong")
-    misclassified: Count = Field(description="most confidently wrong test images, 1..256")
-    pairs_shown: Count = Field(description="most-confused class pairs drawn, 1..256")
-    pair_examples: Count = Field(description="example images per pair, 1..256")
+    models: tuple[Str, ...]
+    source_model: Bool
+    out_dir: Str
+    report: Str
+    validation_summary: Str
+    seed: Int
+    dpi: Int = Field(ge=30)
+    samples_per_class: Count
+    image_index: Int = Field(ge=0)
+    activation_layers: tuple[Str, ...] = Field(min_length=1)
+    activation_channels: Count
+    first_conv_layer: Str
+    filter_layers: tuple[Str, ...]
+    filter_indices: tuple[Annotated[Int, Field(ge=0)], ...]
+    ascent_steps: Count
+    ascent_lr: Float = Field(gt=0)
+    gradcam_layer: Str
+    gradcam_min_side: Int = Field(ge=1)
+    gradcam_images: Count
+    misclassified: Count
+    pairs_shown: Count
+    pair_examples: Count
 
 
 # --- sections: publish, orchestration -------------------------------------------------------
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class PublishParams:
-    destination: Str = Field(
-        description="local folder | file:///path | s3://bucket/prefix (runs/ + champion.json)"
-    )
-    endpoint_url: Str | None = Field(description="S3-compatible endpoint; null = AWS")
-    profile: Str | None = Field(description="AWS profile; null = env / default chain")
-    run_id: Str | None = Field(description="null = UTC time + short git commit")
-    artifacts: tuple[Str, ...] = Field(
-        min_length=1, description="files/folders uploaded under runs/<run_id>/"
-    )
-    model: Str = Field(description="the model the champion gate scores (in artifacts)")
-    metric: Literal["accuracy", "f1_macro", "recall_macro"] = Field(
-        description="the champion gate's metric, on the test split"
-    )
-    min_improvement: Fraction01 = Field(
-        description="replace the champion only if better by more than this, [0, 1)"
-    )
-    batch_size: Int = Field(ge=1, description="images per predict() call when scoring")
-    record: Str = Field(description="what was published and the gate's decision")
-    retries: Int = Field(ge=1, description="attempts per S3 call")
-    backoff: Float = Field(ge=0, description="seconds before the 2nd attempt, doubling")
-    timeout: Float = Field(gt=0, description="seconds to connect/read per attempt")
-    multipart_threshold_mb: Int = Field(ge=5, description="files this large go in parts")
-    multipart_chunk_mb: Int = Field(description="part size in MiB (S3 minimum 5)")
+    destination: Str
+    endpoint_url: Str | None
+    profile: Str | None
+    run_id: Str | None
+    artifacts: tuple[Str, ...] = Field(min_length=1)
+    model: Str
+    metric: Literal["accuracy", "f1_macro", "recall_macro"]
+    min_improvement: Fraction01
+    batch_size: Int = Field(ge=1)
+    record: Str
+    retries: Int = Field(ge=1)
+    backoff: Float = Field(ge=0)
+    timeout: Float = Field(gt=0)
+    multipart_threshold_mb: Int = Field(ge=5)
+    multipart_chunk_mb: Int
 
     @model_validator(mode="after")
     def _rules(self) -> PublishParams:
@@ -453,19 +380,15 @@ class PublishParams:
         return self
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class ExportParams:
-    models: tuple[Str, ...] = Field(
-        min_length=1, description="model folders exported for serving -> <out_dir>/<name>/"
-    )
-    formats: tuple[Literal["saved_model", "onnx", "tflite"], ...] = Field(
-        min_length=1, description="formats written; one that cannot be produced fails the stage"
-    )
-    out_dir: Str = Field(description="exports/<model>/: saved_model/, model.onnx, ...")
-    parity_images: Int = Field(ge=1, description="test images each format must agree on")
-    atol: Fraction01 = Field(description="max |probability difference| per image, [0, 1)")
-    latency_repeats: Int = Field(ge=1, description="timed calls per speed figure (median)")
-    throughput_batch: Int = Field(ge=1, description="images per call for throughput")
+    models: tuple[Str, ...] = Field(min_length=1)
+    formats: tuple[Literal["saved_model", "onnx", "tflite"], ...] = Field(min_length=1)
+    out_dir: Str
+    parity_images: Int = Field(ge=1)
+    atol: Fraction01
+    latency_repeats: Int = Field(ge=1)
+    throughput_batch: Int = Field(ge=1)
 
     @model_validator(mode="after")
     def _rules(self) -> ExportParams:
@@ -473,37 +396,35 @@ class ExportParams:
         return self
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class OrchestrationParams:
-    dag_id: Str = Field(description="the Airflow DAG id")
-    owner: Str = Field(description="the DAG's owner")
-    schedule: Str | None = Field(description="cron or preset; null = new data / manual")
-    dataset_asset: Str = Field(description="an update of this Asset triggers a run")
-    workspace_dir: Str = Field(description="one project copy per run")
-    dvc_cache: Str | None = Field(description="shared DVC cache; null = .dvc/cache")
-    keep_workspace: Bool = Field(description="keep a successful run's workspace")
-    failure_dir: Str = Field(description="one JSON record per failed task try")
-    gpu_pool: Str = Field(description="pool of the training tasks")
-    gpu_queue: Str = Field(description="Celery queue of the training tasks")
-    gpu_pool_slots: Int = Field(ge=1, description="training tasks at once")
-    retries: Int = Field(ge=0, description="per task; the delay doubles each time")
-    retry_delay_s: Float = Field(gt=0, description="first retry delay, seconds")
-    max_retry_delay_s: Float = Field(gt=0, description="longest retry delay, seconds")
-    train_timeout_min: Float = Field(gt=0, description="timeout of training tasks, min")
-    stage_timeout_min: Float = Field(gt=0, description="timeout of other tasks, min")
-    max_active_runs: Int = Field(ge=1, description="runs at once")
-    run_params: tuple[Str, ...] = Field(description="params.yaml keys in the trigger form")
-    aws_conn_id: Str | None = Field(description="Airflow connection for S3; null = env")
-    dvc_push: Bool = Field(description="push data and models to the DVC remote")
-    training_executor: Literal["local", "kubernetes"] = Field(
-        description="kubernetes: training stages as GPU pods"
-    )
-    trainer_image: Str = Field(description="image of the training pods")
-    kubernetes_namespace: Str = Field(description="namespace of the training pods")
-    kubernetes_secret: Str = Field(description="Secret with the AWS_* keys")
-    kubernetes_gpus: Int = Field(ge=0, description="GPU limit per training pod")
-    kubernetes_gpu_resource: Str = Field(description="GPU resource name")
-    kubernetes_memory: Str = Field(description="memory limit per training pod")
+    dag_id: Str
+    owner: Str
+    schedule: Str | None
+    dataset_asset: Str
+    workspace_dir: Str
+    dvc_cache: Str | None
+    keep_workspace: Bool
+    failure_dir: Str
+    gpu_pool: Str
+    gpu_queue: Str
+    gpu_pool_slots: Int = Field(ge=1)
+    retries: Int = Field(ge=0)
+    retry_delay_s: Float = Field(gt=0)
+    max_retry_delay_s: Float = Field(gt=0)
+    train_timeout_min: Float = Field(gt=0)
+    stage_timeout_min: Float = Field(gt=0)
+    max_active_runs: Int = Field(ge=1)
+    run_params: tuple[Str, ...]
+    aws_conn_id: Str | None
+    dvc_push: Bool
+    training_executor: Literal["local", "kubernetes"]
+    trainer_image: Str
+    kubernetes_namespace: Str
+    kubernetes_secret: Str
+    kubernetes_gpus: Int = Field(ge=0)
+    kubernetes_gpu_resource: Str
+    kubernetes_memory: Str
 
     @model_validator(mode="after")
     def _rules(self) -> OrchestrationParams:
@@ -521,19 +442,19 @@ class OrchestrationParams:
 # --- the whole file -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, config=SECTION)
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class Params:
-    data: DataParams = Field(description="where a dataset comes from")
-    prepare: PrepareParams = Field(description="decode, filter, subsample, split")
-    validate: ValidateParams = Field(description="data checks")
-    backbone: BackboneParams = Field(description="the ResNet-50 base")
-    train: TrainParams = Field(description="transfer learning")
-    audit: AuditParams = Field(description="near-duplicates, label issues, drift")
-    evaluate: EvaluateParams = Field(description="metrics")
-    visualize: VisualizeParams = Field(description="figures and report")
-    publish: PublishParams = Field(description="runs and the champion in object storage")
-    export: ExportParams = Field(description="serving formats with parity checks")
-    orchestration: OrchestrationParams = Field(description="the Airflow DAG")
+    data: DataParams
+    prepare: PrepareParams
+    validate: ValidateParams
+    backbone: BackboneParams
+    train: TrainParams
+    audit: AuditParams
+    evaluate: EvaluateParams
+    visualize: VisualizeParams
+    publish: PublishParams
+    export: ExportParams
+    orchestration: OrchestrationParams
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,10 +1,11 @@
 """DAG Params from the params model, so the trigger form validates what params.yaml would.
 
 Each key in `orchestration.run_params` becomes one form field named by its params.yaml key
-(`train.epochs`), with the JSON schema and description pydantic gives that field in
-tasks/params.py (integers, typed arrays, enums, ranges, null where allowed) and
-params.yaml's value as default. Any other key goes in the `overrides` list as KEY=VALUE
-(parsed like `--set`, YAML 1.2 floats). The run checks everything again before any work.
+(`train.epochs`), with the JSON schema pydantic gives that field in tasks/params.py
+(integers, typed arrays, enums, ranges, null where allowed), the key's trailing comment in
+params.yaml as description and params.yaml's value as default. Any other key goes in the
+`overrides` list as KEY=VALUE (parsed like `--set`, YAML 1.2 floats). The run checks
+everything again before any work.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ def value_of(params: Any, dotted: str) -> Any:
     return list(node) if isinstance(node, tuple) else node
 
 
-def param_specs(params: Any, keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """{key: {"default", "schema", "description"}} for the trigger form."""
+def param_specs(
+    params: Any, keys: tuple[str, ...], descriptions: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """{key: {"default", "schema", "description"}} for the trigger form; `descriptions` are
+    params.yaml's comments by dotted key (tasks.paramfile.descriptions)."""
     root = PARAMS.json_schema()
     specs = {}
     for key in keys:
@@ -60,11 +64,10 @@ def param_specs(params: Any, keys: tuple[str, ...]) -> dict[str, dict[str, Any]]
             raise ValueError(
                 f"orchestration.run_params: {key!r} is not a params.yaml key"
             ) from None
-        description = schema.pop("description", "")
         specs[key] = {
             "default": value_of(params, key),
             "schema": schema,
-            "description": description,
+            "description": descriptions.get(key, ""),
         }
     return specs
 

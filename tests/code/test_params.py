@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,8 @@ import yaml
 
 from dags.resnet_retrain import run_params
 from tasks.common import UserError
-from tasks.paramfile import parse_overrides, read_raw
-from tasks.params import PrepareParams, load_params, params_from_cli, section
+from tasks.paramfile import descriptions, parse_overrides, read_raw
+from tasks.params import Params, PrepareParams, load_params, params_from_cli, section
 from tests.conftest import ROOT
 from tests.helpers import params_yaml
 
@@ -132,7 +134,7 @@ def test_form_fields_take_type_range_and_description_from_the_model():
     jsonschema = pytest.importorskip("jsonschema")
     params = load_params(ROOT / "params.yaml")
     keys = ("train.units", "train.epochs", "data.source", "data.path", "train.sweep.unfreeze")
-    specs = run_params.param_specs(params, keys)
+    specs = run_params.param_specs(params, keys, descriptions(ROOT / "params.yaml"))
     units = specs["train.units"]["schema"]
     assert units["type"] == "array" and units["items"]["type"] == "integer"
     assert specs["train.epochs"]["schema"] == {"type": "integer", "minimum": 1}
@@ -159,7 +161,7 @@ def test_form_fields_take_type_range_and_description_from_the_model():
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, specs[key]["schema"])
     with pytest.raises(ValueError, match="'train.epoch' is not a params.yaml key"):
-        run_params.param_specs(params, ("train.epoch",))
+        run_params.param_specs(params, ("train.epoch",), {})
 
 
 def test_form_overrides_parse_like_set():
@@ -167,3 +169,56 @@ def test_form_overrides_parse_like_set():
     got = run_params.overrides_from(conf, {"train.epochs": 30})
     assert got == {"train.fine_tune.learning_rate": 1e-4}
     assert "train.strategy" not in load_params(ROOT / "params.yaml").orchestration.run_params
+
+
+def model_keys(tp: type = Params, prefix: str = "") -> list[str]:
+    """Every dotted key the model declares, sections and subsections included."""
+    out = []
+    for name, hint in typing.get_type_hints(tp).items():
+        out.append(prefix + name)
+        if dataclasses.is_dataclass(hint):
+            out += model_keys(hint, f"{prefix}{name}.")
+    return out
+
+
+def test_every_key_of_the_model_is_described_by_its_params_yaml_comment():
+    described = descriptions(ROOT / "params.yaml")
+    keys = model_keys()
+    assert "train.fine_tune.learning_rate" in keys and "publish" in keys
+    missing = [k for k in keys if not described.get(k)]
+    assert not missing, f"give these keys a trailing # comment in params.yaml: {missing}"
+
+
+def test_form_field_shows_the_keys_params_yaml_comment(tmp_path: Path):
+    path = write(tmp_path, {})
+    text = path.read_text().replace(
+        "train:\n", "train:  # transfer\n", 1
+    )  # safe_dump drops comments: add two back by hand
+    text = text.replace("  epochs: 30\n", "  epochs: 30  # phase 1, at most\n", 1)
+    path.write_text(text)
+    specs = run_params.param_specs(load_params(path), ("train.epochs",), descriptions(path))
+    assert specs["train.epochs"]["description"] == "phase 1, at most"
+    project = descriptions(ROOT / "params.yaml")
+    specs = run_params.param_specs(load_params(ROOT / "params.yaml"), ("data.source",), project)
+    assert specs["data.source"]["description"] == project["data.source"]
+    assert specs["data.source"]["description"].startswith("digits")
+
+
+def test_a_comment_continues_on_deeper_indented_comment_lines(tmp_path: Path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "a:\n"
+        "  b: 1       # first line,\n"
+        "             #   second line\n"
+        "  # about c, not b\n"
+        "  c: [x, y]  # a list\n"
+        "  d: {}\n"
+        "# a top-level note\n"
+        "e: null      # last\n"
+        "             # and more\n"
+    )
+    assert descriptions(path) == {
+        "a.b": "first line, second line",
+        "a.c": "a list",
+        "e": "last and more",
+    }
