@@ -4,9 +4,12 @@ python -m tasks.evaluate [--params params.yaml] [--set evaluate.split=val ...]
 
 metrics/
   metrics.json              {model: {accuracy, top5_accuracy, loss, macro/weighted
-                             precision/recall/F1, n_images, seconds_<phase>...}}  (DVC metrics)
+                             precision/recall/F1, n_images, seconds_<phase>..., holdout}}
+                            (DVC metrics); holdout: the classes the backbone never saw
+                            (backbone.json) -> {classes, recall, precision, f1, support,
+                            others_accuracy}, absent when it saw every class
   comparison.csv            one row per model: strategy, unfrozen layers, trainable params,
-                            augmentation, accuracy  (DVC plot: the sweep)
+                            augmentation, accuracy, holdout_recall  (DVC plot: the sweep)
   confusion/<model>.csv     actual,predicted per test image  (DVC plot, template confusion)
   curves/<model>.csv        history with a run-wide step and the phase  (DVC plot)
   details/<model>/          probs.npy (N, C) float32, per_class.csv, confusion.npy (C, C),
@@ -28,6 +31,7 @@ from tasks.common import UserError, atomic_dir, atomic_write_json, file_digest, 
 from tasks.dataset import open_prepared
 from tasks.figures.curves import curve_rows
 from tasks.layout import (
+    BACKBONE_INFO,
     COMPARISON,
     CONFUSION,
     CURVES,
@@ -103,6 +107,47 @@ def cross_entropy(y_true: np.ndarray, probs: np.ndarray, *, labels: list[int]) -
         # sklearn's float64 check, and the clip moves the sum further; nothing to report
         warnings.filterwarnings("ignore", "The y_prob values do not sum to one")
         return float(log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels))
+
+
+def holdout_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], holdout: list[str]):
+    """How well the classes the backbone never saw came back, or None if it saw them all.
+
+    recall/precision/F1 pool the held-out classes (scikit-learn's micro average over their
+    labels: for one class, exactly its per-class values); others_accuracy is the accuracy
+    on the test images of every other class.
+    """
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    held = [i for i, c in enumerate(classes) if c in holdout]
+    if not held:
+        return None
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    p, r, f, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=held, average="micro", zero_division=0
+    )
+    others = ~np.isin(y_true, held)
+    return {
+        "classes": [classes[i] for i in held],
+        "recall": float(r),
+        "precision": float(p),
+        "f1": float(f),
+        "support": int(np.isin(y_true, held).sum()),
+        "others_accuracy": float(accuracy_score(y_true[others], y_pred[others]))
+        if others.any()
+        else None,
+    }
+
+
+def heldout_classes(backbone: dict, classes: list[str]) -> list[str]:
+    """The dataset's classes the backbone was not trained on, as backbone.json records them:
+    its `holdout` (backbone.holdout) and any class missing from the source's `classes` (a
+    source trained on data with prepare.exclude). Imagenet/none/a file record neither."""
+    seen = backbone.get("classes")
+    return [
+        c
+        for c in classes
+        if c in backbone.get("holdout", []) or (seen is not None and c not in seen)
+    ]
 
 
 def per_class(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> list[dict]:
@@ -196,6 +241,7 @@ def comparison_row(name: str, metrics: dict, train: dict) -> dict:
         "trainable_params": unfrozen.get("trainable_params", 0 if known else None),
         "augmentation": "?" if aug is None else ("yes" if aug else "no"),
         "accuracy": metrics["accuracy"],
+        "holdout_recall": (metrics.get("holdout") or {}).get("recall"),
         "f1_macro": metrics["f1_macro"],
         "loss": metrics["loss"],
         "val_accuracy": train.get("val_accuracy"),
@@ -242,10 +288,13 @@ def predict(model, images: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
-def evaluate(*, cfg: EvaluateParams, prepared_dir: Path, models_dir: Path) -> dict[str, dict]:
+def evaluate(
+    *, cfg: EvaluateParams, prepared_dir: Path, models_dir: Path, backbone_dir: Path
+) -> dict[str, dict]:
     """Score every model; write metrics/ in one atomic swap; returns metrics.json's content."""
     prepared = open_prepared(prepared_dir)
     classes = prepared.classes
+    holdout = heldout_classes(_read_json(backbone_dir / BACKBONE_INFO), classes)
     images, labels = prepared.images(cfg.split), prepared.labels(cfg.split)
     if not len(labels):
         raise UserError(f"{prepared_dir}: the {cfg.split} split is empty")
@@ -262,6 +311,8 @@ def evaluate(*, cfg: EvaluateParams, prepared_dir: Path, models_dir: Path) -> di
             )  # (N, C)
             history, train = _read_json(folder / HISTORY), _read_json(folder / TRAIN_INFO)
             m = compute_metrics(labels, probs, top_k=cfg.top_k) | phase_seconds(history, train)
+            if held := holdout_metrics(labels, probs.argmax(axis=1), classes, holdout):
+                m["holdout"] = held
             metrics[name] = m
             comparison.append(comparison_row(name, m, train))
             write_details(
@@ -368,15 +419,26 @@ def _read_json(path: Path) -> dict:
 
 def metrics_table(metrics: dict[str, dict]) -> str:
     """The key metrics per model as a text table (evaluate and `make run` print it)."""
-    keys = ["accuracy", "top5_accuracy", "f1_macro", "loss"]
-    keys = [k for k in keys if any(k in m for m in metrics.values())]
-    width = max([len(n) for n in metrics] + [5]) + 2
+    rows = {name: m | holdout_columns(m) for name, m in metrics.items()}
+    keys = ["accuracy", "top5_accuracy", "f1_macro", "loss", "holdout_recall"]
+    keys = [k for k in keys if any(k in m for m in rows.values())]
+    width = max([len(n) for n in rows] + [5]) + 2
     lines = ["model".ljust(width) + "".join(k.rjust(15) for k in keys)]
-    for name, m in metrics.items():
+    for name, m in rows.items():
         lines.append(
             name.ljust(width) + "".join((f"{m[k]:.4f}" if k in m else "-").rjust(15) for k in keys)
         )
     return "\n".join(lines)
+
+
+def holdout_columns(m: dict) -> dict:
+    """metrics.json's holdout dict as flat columns (holdout_recall, ...); {} without one."""
+    held = m.get("holdout") or {}
+    return {
+        f"holdout_{k}" if k != "others_accuracy" else k: v
+        for k, v in held.items()
+        if k != "classes"
+    }
 
 
 def main() -> None:
@@ -385,6 +447,7 @@ def main() -> None:
         cfg=params.evaluate,
         prepared_dir=Path(params.data.prepared_dir),
         models_dir=Path(params.train.models_dir),
+        backbone_dir=Path(params.backbone.out_dir),
     )
     print(metrics_table(metrics))
 

@@ -13,6 +13,8 @@ from tasks.evaluate import (
     confused_pairs,
     confusion,
     find_models,
+    heldout_classes,
+    holdout_metrics,
     metrics_table,
     per_class,
     phase_seconds,
@@ -86,6 +88,38 @@ def test_per_class_table_and_confusion_rows_sum_to_supports():
     assert confusion(y, pred, 7).sum(axis=1).tolist() == np.bincount(y, minlength=7).tolist()
 
 
+def test_holdout_metrics_are_the_held_out_class_own_recall_precision_f1():
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    pred = P.argmax(1)  # 0 1 0 1 2 2
+    held = holdout_metrics(Y, pred, CLASSES, ["dog"])
+    # dog: 2 images, 1 found (recall 1/2); predicted twice, once right (precision 1/2);
+    # the other 4 images (cat, cat, cat, truck): 3 right (cat 0->1 is the miss)
+    assert held == {
+        "classes": ["dog"],
+        "recall": pytest.approx(0.5),
+        "precision": pytest.approx(0.5),
+        "f1": pytest.approx(0.5),
+        "support": 2,
+        "others_accuracy": pytest.approx(3 / 4),
+    }
+    for k, fn in (("recall", recall_score), ("precision", precision_score), ("f1", f1_score)):
+        assert held[k] == pytest.approx(fn(Y, pred, labels=[1], average=None)[0]), k
+    # two held-out classes pool their images: cat 2/3 and truck 1/1 -> 3 of 4 found
+    two = holdout_metrics(Y, pred, CLASSES, ["truck", "cat"])
+    assert (two["classes"], two["recall"], two["support"]) == (["cat", "truck"], 0.75, 4)
+    assert two["others_accuracy"] == pytest.approx(1 / 2)  # dog
+    assert holdout_metrics(Y, pred, CLASSES, []) is None
+
+
+def test_held_out_classes_come_from_backbone_json():
+    assert heldout_classes({"weights": "source", "holdout": ["truck"]}, CLASSES) == ["truck"]
+    # a source trained on data without dog (prepare.exclude) names only what it saw
+    assert heldout_classes({"classes": ["cat", "truck"], "holdout": []}, CLASSES) == ["dog"]
+    assert heldout_classes({"weights": "imagenet"}, CLASSES) == []
+    assert heldout_classes({}, CLASSES) == []
+
+
 def test_confused_pairs_rank_both_directions_together():
     cm = np.array(
         [
@@ -156,6 +190,11 @@ def test_comparison_rows_from_train_json():
     ) == ("10", 3, 1_054_720, "yes", pytest.approx(4 / 6))
     unknown = comparison_row("hand_made", m, {})
     assert (unknown["trainable_params"], unknown["augmentation"]) == (None, "?")
+    assert unknown["holdout_recall"] is None  # no held-out class
+    held = comparison_row(
+        "fe", m | {"holdout": holdout_metrics(Y, P.argmax(1), CLASSES, ["dog"])}, {}
+    )
+    assert held["holdout_recall"] == pytest.approx(0.5)
 
 
 def test_find_models_names_folders_and_skips_empty_globs(tmp_path):
@@ -174,6 +213,11 @@ def test_summary_lists_every_model():
         {"feature_extraction": compute_metrics(Y, P), "fine_tune": {"accuracy": 1.0}}
     )
     assert "feature_extraction" in text and "0.6667" in text and "1.0000" in text
+    assert "holdout_recall" not in text
+    held = {"accuracy": 1.0, "holdout": {"classes": ["dog"], "recall": 0.25}}
+    assert "holdout_recall" in metrics_table({"fine_tune": held}) and "0.2500" in (
+        metrics_table({"fine_tune": held})
+    )
 
 
 @pytest.mark.parametrize(
