@@ -70,7 +70,6 @@ CFG = section(
     artifacts=("models/m", "metrics", "reports/report.html"),
     model="models/m",
     retries=2,
-    backoff=0.01,
     timeout=2,
 )
 
