@@ -5,8 +5,9 @@ Runs the project's DVC pipeline (`dvc.yaml`) one task per stage, in the order th
 of `dags/retrain.py` write out (a test keeps it equal to DVC's own graph):
 configure -> fetch -> prepare -> validate -> backbone -> features -> train_feature_extraction,
 train_fine_tune and the unfreezing sweep -> evaluate -> visualize -> publish -> push -> cleanup;
-beside them `audit` (near-duplicates, label issues, drift) after features and `export`
-(SavedModel, ONNX, LiteRT, parity-checked) after train_fine_tune.
+beside them `audit` (near-duplicates, label issues, drift) after features, and `export`
+(SavedModel, ONNX, LiteRT, parity-checked) after train_fine_tune and before publish, which
+uploads the exports with the run.
 
 * **Same stages as `dvc repro`.** `configure` copies the project into this run's workspace
   (under `orchestration.workspace_dir`) with this run's params.yaml; each stage task runs
@@ -279,8 +280,8 @@ def resnet_retrain() -> None:
     features >> [train_feature_extraction, train_fine_tune, sweep] >> evaluate
     evaluate >> visualize >> publish
     features >> audit  # near-duplicates, label issues, drift on the cached embeddings
-    train_fine_tune >> export  # serving formats of the fine-tuned model, parity-checked
-    [publish, audit, export] >> push() >> cleanup()
+    train_fine_tune >> export >> publish  # serving formats, parity-checked, published with the run
+    [publish, audit] >> push() >> cleanup()
 
 
 retrain = resnet_retrain()

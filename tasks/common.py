@@ -59,6 +59,21 @@ def file_digest(path: Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> 
     return h.hexdigest()
 
 
+def lines_digest(entries: dict[str, str]) -> str:
+    """sha256 of a folder given {relative posix path: file sha256}: of its sorted
+    "<sha256>  <path>" lines (sorted part by part, as pathlib sorts the paths)."""
+    order = sorted(entries, key=lambda rel: rel.split("/"))
+    return hashlib.sha256("".join(f"{entries[r]}  {r}\n" for r in order).encode()).hexdigest()
+
+
+def tree_digest(path: Path) -> str:
+    """sha256 of a file, or of a folder (`lines_digest` of every file under it)."""
+    if path.is_file():
+        return file_digest(path)
+    files = (p for p in path.rglob("*") if p.is_file())
+    return lines_digest({p.relative_to(path).as_posix(): file_digest(p) for p in files})
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temp path beside `target`; rename it over `target` only if the block succeeds."""

@@ -30,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from tasks.common import UserError, atomic_dir, atomic_write_json, file_digest, run_main
+from tasks.common import (
+    UserError,
+    atomic_dir,
+    atomic_write_json,
+    file_digest,
+    run_main,
+    tree_digest,
+)
 from tasks.dataset import open_prepared
 from tasks.layout import EXPORT_INFO, MODEL
 from tasks.model import load_model
@@ -158,20 +165,6 @@ def _median_seconds(predict: Callable, x: np.ndarray, repeats: int) -> float:
         predict(x)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def tree_digest(path: Path) -> str:
-    """sha256 of a file, or of a folder's sorted "<sha256>  <relative path>" lines."""
-    if path.is_file():
-        return file_digest(path)
-    import hashlib
-
-    lines = "".join(
-        f"{file_digest(p)}  {p.relative_to(path).as_posix()}\n"
-        for p in sorted(path.rglob("*"))
-        if p.is_file()
-    )
-    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _size(path: Path) -> int:

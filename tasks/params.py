@@ -350,7 +350,6 @@ class PublishParams:
     batch_size: Int = Field(ge=1)
     record: Str
     retries: Int = Field(ge=1)
-    backoff: Float = Field(ge=0)
     timeout: Float = Field(gt=0)
     multipart_threshold_mb: Int = Field(ge=5)
     multipart_chunk_mb: Int

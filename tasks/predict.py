@@ -33,7 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.common import UserError, atomic_path, file_digest, run_main
+from tasks.common import (
+    UserError,
+    atomic_dir,
+    atomic_path,
+    file_digest,
+    lines_digest,
+    run_main,
+    tree_digest,
+)
 from tasks.images import decode, fit
 from tasks.layout import CHAMPION, EXPORT_INFO, MANIFEST, MODEL
 from tasks.params import DEFAULT_PARAMS, load_params
@@ -125,20 +133,24 @@ def resolve_pointer(store, pointer: dict, fmt: str, *, where: str, cache: Path) 
     """champion.json (or a run's manifest) -> a verified local copy of the chosen format.
 
     Pointer keys: `model` + `model_sha256` (the .keras file), `exports` {format: {path,
-    sha256, images_per_s}} (single-file exports), `classes`.
+    sha256, images_per_s, files (a folder's: {relative path: sha256})}}, `classes`.
     """
     exports = pointer.get("exports") or {}
     if fmt == "auto":
         fmt = fastest(exports) or "keras"
     if fmt == "keras":
         key, sha = pointer["model"], pointer.get("model_sha256")
-    elif fmt in exports and fmt != "saved_model":
+    elif fmt in exports:
         key, sha = exports[fmt]["path"], exports[fmt].get("sha256")
     else:
         raise UserError(f"{where} records no {fmt} export; use --format keras or auto")
-    return Resolved(
-        fmt, fetch_verified(store, key, sha, cache=cache, where=where), pointer.get("classes")
-    )
+    if fmt in exports and "files" in exports[fmt]:
+        path = fetch_verified_folder(
+            store, key, sha, exports[fmt]["files"], cache=cache, where=where
+        )
+    else:
+        path = fetch_verified(store, key, sha, cache=cache, where=where)
+    return Resolved(fmt, path, pointer.get("classes"))
 
 
 def fetch_verified(store, key: str, sha256: str | None, *, cache: Path, where: str) -> Path:
@@ -149,15 +161,38 @@ def fetch_verified(store, key: str, sha256: str | None, *, cache: Path, where: s
     if target.is_file() and file_digest(target) == sha256:
         return target
     with atomic_path(target) as tmp:
-        try:
-            store.get_file(key, tmp)
-        except FileNotFoundError:
-            raise UserError(f"{store.uri}/{key}: not found (named by {where})") from None
-        if file_digest(tmp) != sha256:
-            raise UserError(
-                f"{store.uri}/{key}: sha256 does not match {where}; refusing to load it "
-                "(the published model was changed or damaged)"
-            )
+        download_checked(store, key, tmp, sha256, where=where)
+    return target
+
+
+def download_checked(store, key: str, dest: Path, sha256: str, *, where: str) -> None:
+    try:
+        store.get_file(key, dest)
+    except FileNotFoundError:
+        raise UserError(f"{store.uri}/{key}: not found (named by {where})") from None
+    if file_digest(dest) != sha256:
+        raise UserError(
+            f"{store.uri}/{key}: sha256 does not match {where}; refusing to load it "
+            "(the published model was changed or damaged)"
+        )
+
+
+def fetch_verified_folder(
+    store, key: str, sha256: str | None, files: dict[str, str], *, cache: Path, where: str
+) -> Path:
+    """The folder `key` (a SavedModel), file by file into `cache/<sha256>/`, each file and
+    the whole checked against the pointer before use."""
+    if not sha256 or lines_digest(files) != sha256:
+        raise UserError(f"{where}: the file list of {key} does not match its sha256; refusing it")
+    target = cache / sha256 / Path(key).name
+    if target.is_dir() and tree_digest(target) == sha256:
+        return target
+    with atomic_dir(target) as tmp:
+        for rel, file_sha in files.items():
+            if any(part in ("", ".", "..") for part in rel.split("/")):
+                raise UserError(f"{where}: {key}/{rel} would leave the model folder; refusing it")
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            download_checked(store, f"{key}/{rel}", tmp / rel, file_sha, where=where)
     return target
 
 
@@ -189,7 +224,16 @@ def run_pointer(manifest: dict) -> dict:
     run = f"runs/{manifest['run_id']}/"
     model = manifest["model"].removeprefix(run) + f"/{MODEL}"
     shas = {f["path"]: f["sha256"] for f in manifest.get("files", [])}
-    return {"model": model, "model_sha256": shas.get(model), "classes": manifest.get("classes")}
+    exports = {
+        fmt: {**entry, "path": entry["path"].removeprefix(run)}
+        for fmt, entry in (manifest.get("exports") or {}).items()
+    }
+    return {
+        "model": model,
+        "model_sha256": shas.get(model),
+        "classes": manifest.get("classes"),
+        "exports": exports,
+    }
 
 
 # --- predicting -----------------------------------------------------------------------------

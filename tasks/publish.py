@@ -5,10 +5,14 @@
 Layout at `publish.destination` (tasks/storage.py: local folder, file:// or s3://):
 
     runs/<run_id>/<artifact paths...>   model, metrics, figures, report, validation docs
+    runs/<run_id>/exports/<model>/      publish.model's serving exports (export stage), when
+                                        export.out_dir is in publish.artifacts
     runs/<run_id>/manifest.json         written last: run id, git commit, dataset version,
-                                        params, metrics, the gate's decision, and the
-                                        sha256 + size of every file above
-    champion.json                       the best run so far; replaced last, atomically
+                                        params, metrics, the gate's decision, the sha256 +
+                                        size of every file above, and the model's exports
+    champion.json                       the best run so far; replaced last, atomically; its
+                                        `exports` {format: {path, sha256, ...}} are what
+                                        `tasks.predict --model champion --format onnx` loads
 
 A reader trusts a run only once its manifest exists. The gate scores `publish.model` on the
 prepared test split; it replaces the champion only if it beats the champion's score on the
@@ -36,12 +40,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.common import UserError, atomic_write_json, file_digest, run_main
+from tasks.common import UserError, atomic_write_json, file_digest, lines_digest, run_main
 from tasks.dataset import Prepared, open_prepared
-from tasks.layout import CHAMPION, DETAILS, MANIFEST, METRICS, PROBS, SCORED
+from tasks.layout import CHAMPION, DETAILS, EXPORT_INFO, MANIFEST, METRICS, PROBS, SCORED
 from tasks.layout import MODEL as MODEL_FILE
 from tasks.lineage import dataset_version, git_commit, new_run_id, recorded_run_id
 from tasks.params import PublishParams, params_from_cli
+from tasks.runtimes import pointer_exports
 from tasks.storage import (
     Blob,
     Conflict,
@@ -77,6 +82,7 @@ class Candidate:
     hashes: dict[str, FileHash]
     score: Score
     model: str  # publish.model, e.g. models/fine_tune
+    exports: dict[str, dict] | None  # the model's published exports (champion.json's `exports`)
 
     @property
     def prefix(self) -> str:
@@ -117,12 +123,15 @@ def publish(
     metrics: dict[str, Any] | None,
     root: Path = Path("."),
     evaluated: Path | None = None,
+    exports_dir: str | None = None,
 ) -> dict[str, Any]:
     """Plan (read, hash, score, gate: nothing written), then apply: the run's files, its
     manifest, and last the champion, if the gate says so.
 
     `evaluated`: the evaluate stage's details folder of `publish.model`; its test-split
     predictions are reused when they are provably of this model file and these labels.
+    `exports_dir`: export.out_dir; `<exports_dir>/<model name>/`, when among the files, holds
+    the model's serving exports, which the manifest and champion.json then point to.
     """
     files = collect(cfg.artifacts, root=root)
     manifest_key = f"runs/{run_id}/{MANIFEST}"
@@ -137,6 +146,7 @@ def publish(
         prepared=prepared,
         dataset_version=dataset_version,
         evaluated=evaluated,
+        exports_dir=exports_dir,
     )
 
     judge = functools.partial(verdict_on, store=store, run=run, cfg=cfg, prepared=prepared)
@@ -177,6 +187,7 @@ def candidate(
     prepared: Prepared,
     dataset_version: str,
     evaluated: Path | None,
+    exports_dir: str | None = None,
 ) -> Candidate:
     """The run's files, hashed, and its score; a run id published before must hold the same
     files."""
@@ -196,7 +207,49 @@ def candidate(
         evaluated=evaluated,
         model_sha256=model.sha256 if model else None,
     )
-    return Candidate(run_id, files, hashes, new, cfg.model)
+    exports = published_exports(
+        files, hashes, model=cfg.model, exports_dir=exports_dir, prefix=f"runs/{run_id}"
+    )
+    return Candidate(run_id, files, hashes, new, cfg.model, exports)
+
+
+def published_exports(
+    files: dict[str, Path],
+    hashes: dict[str, FileHash],
+    *,
+    model: str,
+    exports_dir: str | None,
+    prefix: str,
+) -> dict[str, dict] | None:
+    """`model`'s exports among the run's files as champion.json points to them, each
+    checked against its export.json; None when the run carries no export of `model`."""
+    folder = f"{exports_dir}/{Path(model).name}"
+    info_file = files.get(f"{folder}/{EXPORT_INFO}") if exports_dir else None
+    if info_file is None:
+        return None
+    info = json.loads(info_file.read_text())
+    if info.get("model_sha256") != hashes[f"{model}/{MODEL_FILE}"].sha256:
+        raise UserError(
+            f"{folder} was exported from another {model}/{MODEL_FILE} than this one; "
+            "run the export stage again (`dvc repro export`)"
+        )
+    folders = {}
+    for fmt, entry in info["formats"].items():
+        key = f"{folder}/{entry['file']}"
+        inside = {
+            rel.removeprefix(key + "/"): h.sha256
+            for rel, h in hashes.items()
+            if rel.startswith(key + "/")
+        }
+        got = hashes[key].sha256 if key in hashes else lines_digest(inside) if inside else None
+        if got != entry["sha256"]:
+            raise UserError(
+                f"{key}: missing or not the file its {EXPORT_INFO} checked (sha256); "
+                "run the export stage again (`dvc repro export`)"
+            )
+        if inside:
+            folders[fmt] = inside
+    return pointer_exports(info, prefix=f"{prefix}/{folder}", folders=folders)
 
 
 def verdict_on(
@@ -237,6 +290,7 @@ def plan_run(
             "metrics": metrics,
             "decision": decision_of(run.score, verdict),  # the gate's, when it was published
             "files": _table(run.hashes),
+            "exports": run.exports,
         }
     )
     uploads = {f"{run.prefix}/{rel}": (path, run.hashes[rel]) for rel, path in run.files.items()}
@@ -289,6 +343,7 @@ def champion_pointer(run: Candidate, plan: Plan, previous: dict | None) -> dict[
         "run_id": run.run_id,
         "model": f"{run.prefix}/{model}",
         "model_sha256": run.hashes[model].sha256,
+        "exports": run.exports or {},
         "manifest": plan.manifest_key,
         "manifest_sha256": plan.manifest_sha256,
         "dataset_version": run.score.dataset_version,
@@ -542,6 +597,7 @@ def main() -> None:
             params=params.to_dict(),
             metrics=json.loads(metrics_file.read_text()) if metrics_file.is_file() else None,
             evaluated=_details_of(params.publish.model, params),
+            exports_dir=params.export.out_dir,
         )
     except StoreUnavailable as e:  # the champion and the bucket are untouched
         print(f"error: {e}", file=sys.stderr)

@@ -114,18 +114,24 @@ def _tflite(path: Path) -> Runtime:
     return Runtime("tflite", int(inp["shape_signature"][1]), predict)
 
 
-def pointer_exports(info: dict, *, prefix: str) -> dict[str, dict]:
+def pointer_exports(
+    info: dict, *, prefix: str, folders: dict[str, dict[str, str]] | None = None
+) -> dict[str, dict]:
     """export.json -> the `exports` entry of champion.json: {format: {path, sha256, speed}}.
 
     `prefix` is where the model's export folder was published (runs/<run_id>/exports/<model>);
-    `tasks.predict --model champion` downloads `path` and checks it against `sha256`.
+    `tasks.predict --model champion` downloads `path` and checks it against `sha256`. A folder
+    format (saved_model) also lists its files, `folders[fmt]` {relative path: sha256}, so it
+    can be downloaded file by file and each file checked.
     """
+    folders = folders or {}
     return {
         fmt: {
             "path": f"{prefix}/{entry['file']}",
             "sha256": entry["sha256"],
             "latency_ms": entry["latency_ms"],
             "images_per_s": entry["images_per_s"],
+            **({"files": folders[fmt]} if fmt in folders else {}),
         }
         for fmt, entry in info["formats"].items()
     }

@@ -93,7 +93,6 @@ EXTRA_EDGES = {
     "it waits for the sweep, or the run's report would leave the sweep out",
     ("publish", "push"): "`dvc push` of everything the run made, after the last stages",
     ("audit", "push"): "`dvc push` of everything the run made, after the last stages",
-    ("export", "push"): "`dvc push` of everything the run made, after the last stages",
     ("push", "cleanup"): "the workspace goes once its outputs are pushed",
 }
 

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +34,7 @@ def constant_model(path: Path, answer: int, n_classes: int = len(CLASSES)) -> Pa
     """A saved uint8-in model that always predicts class `answer`."""
     import keras
 
-    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8", name="image")  # as tasks.model names it
     x = keras.layers.Flatten()(keras.layers.Rescaling(0.0)(inputs))  # all zeros
     bias = np.full(n_classes, -5.0, np.float32)
     bias[answer] = 5.0
@@ -70,7 +71,6 @@ CFG = section(
     artifacts=("models/m", "metrics", "reports/report.html"),
     model="models/m",
     retries=2,
-    backoff=0.01,
     timeout=2,
 )
 
@@ -508,3 +508,118 @@ def test_the_airflow_connection_gives_publish_its_aws_env(monkeypatch) -> None:
     }
     assert workspace.aws_env("no_such_connection") == {}  # the worker's environment is used
     assert workspace.aws_env(None) == {}
+
+
+def exported_project(root: Path) -> Path:
+    """A project whose model (always "zero") is exported as the export stage writes it."""
+    from tasks.common import atomic_write_json
+    from tasks.export import export_model
+
+    project(root, test_labels=[0, 0, 1], answer=0)
+    (root / "exports/m").mkdir(parents=True)
+    info = export_model(
+        model_file=root / "models/m/model.keras",
+        out=root / "exports/m",
+        formats=["saved_model", "onnx"],
+        images=random_images(4, SIZE, seed=3),
+        names=["a", "b", "c", "d"],
+        classes=CLASSES,
+        atol=1e-4,
+        repeats=1,
+        batch=4,
+    )
+    atomic_write_json(root / "exports/m/export.json", info)
+    return root
+
+
+def predict_with_champion(tmp_path: Path, dest: str, endpoint: str | None, fmt: str) -> list[str]:
+    """`python -m tasks.predict IMAGE --model champion --format fmt`: the top-1 labels."""
+    from PIL import Image
+
+    from tasks.predict import main
+    from tests.helpers import params_yaml
+
+    (tmp_path / "params.yaml").write_text(
+        params_yaml({"publish": {"destination": dest, "endpoint_url": endpoint}})
+    )
+    Image.fromarray(random_images(1, SIZE, seed=9)[0]).save(tmp_path / "shot.png")
+    out = tmp_path / "p.jsonl"
+    args = ["--model", "champion", "--format", fmt, "--out", str(out)]
+    args += ["--params", str(tmp_path / "params.yaml"), "--cache-dir", str(tmp_path / "cache")]
+    main([str(tmp_path / "shot.png"), *args])
+    return [json.loads(line)["label_1"] for line in out.read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["folder", "s3"])
+def test_exports_are_published_and_the_champion_serves_them_verified(
+    tmp_path: Path, kind: str, request
+) -> None:
+    root = exported_project(tmp_path / "p")
+    store = store_factory(kind, request, tmp_path, "exp")()
+    cfg = dataclasses.replace(CFG, artifacts=(*CFG.artifacts, "exports"))
+    publish(
+        store=store,
+        cfg=cfg,
+        run_id="run-1",
+        prepared=open_prepared(root / "data/prepared"),
+        dataset_version="md5:v1",
+        git_commit=None,
+        params={},
+        metrics=None,
+        root=root,
+        exports_dir="exports",
+    )
+    manifest, champion = read(store, "runs/run-1/manifest.json"), read(store, "champion.json")
+    local = {p.relative_to(root).as_posix() for p in (root / "exports").rglob("*") if p.is_file()}
+    listed = {f["path"]: f["sha256"] for f in manifest["files"]}
+    assert {"exports/m/model.onnx", "exports/m/saved_model/saved_model.pb"} <= local
+    assert {rel: listed.get(rel) for rel in local} == {
+        rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in local
+    }
+    exports = champion["exports"]
+    assert manifest["exports"] == exports and set(exports) == {"saved_model", "onnx"}
+    assert exports["onnx"]["path"] == "runs/run-1/exports/m/model.onnx"
+    assert exports["onnx"]["sha256"] == listed["exports/m/model.onnx"]
+    assert (
+        exports["saved_model"]["files"]["saved_model.pb"]
+        == listed["exports/m/saved_model/saved_model.pb"]
+    )
+
+    dest = str(tmp_path / "store") if kind == "folder" else "s3://models/exp"
+    endpoint = None if kind == "folder" else request.getfixturevalue("s3_server").endpoint_url
+    for fmt in ("onnx", "saved_model"):
+        assert predict_with_champion(tmp_path, dest, endpoint, fmt) == ["zero"]
+    assert (tmp_path / "cache" / exports["onnx"]["sha256"] / "model.onnx").is_file()
+
+    store.put_bytes("runs/run-1/exports/m/model.onnx", b"a model someone swapped in")
+    variables = next(k for k in exports["saved_model"]["files"] if k.startswith("variables/"))
+    store.put_bytes(f"runs/run-1/exports/m/saved_model/{variables}", b"changed weights")
+    shutil.rmtree(tmp_path / "cache")
+    for fmt in ("onnx", "saved_model"):
+        with pytest.raises(UserError, match="sha256 does not match champion.json; refusing"):
+            predict_with_champion(tmp_path, dest, endpoint, fmt)
+    assert not list((tmp_path / "cache").rglob("*.onnx"))
+    assert not list((tmp_path / "cache").rglob("saved_model.pb"))
+
+
+@pytest.mark.slow
+def test_exports_of_another_model_file_are_not_published(tmp_path: Path) -> None:
+    root = exported_project(tmp_path / "p")
+    constant_model(root / "models/m/model.keras", answer=1)  # retrained after the export
+    store = open_store(str(tmp_path / "store"))
+    cfg = dataclasses.replace(CFG, artifacts=(*CFG.artifacts, "exports"))
+    with pytest.raises(UserError, match=r"exports/m was exported from another models/m/model"):
+        publish(
+            store=store,
+            cfg=cfg,
+            run_id="run-1",
+            prepared=open_prepared(root / "data/prepared"),
+            dataset_version="md5:v1",
+            git_commit=None,
+            params={},
+            metrics=None,
+            root=root,
+            exports_dir="exports",
+        )
+    assert store.get_bytes("champion.json") is None and store.get_bytes("runs/run-1/x") is None

@@ -56,7 +56,6 @@ def test_dag_publishes_into_the_project_keeps_the_champion_across_runs_and_survi
         "backbone.epochs=1",
         "visualize.ascent_steps=2",
         "publish.retries=2",
-        "publish.backoff=0.2",
         "publish.timeout=3",
     ]
     conf = {
