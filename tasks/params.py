@@ -269,7 +269,7 @@ class FineTuneParams:
 @dataclass(frozen=True, config=SECTION)
 class SweepParams:
     unfreeze: tuple[Unfreeze, ...] = Field(
-        min_length=1, description="`dvc repro sweep`: one fine_tune per top-N layer count"
+        min_length=1, description="`make study`: one fine_tune per top-N layer count"
     )
     augment: tuple[Bool, ...] = Field(
         min_length=1, description="each N without (false) and with (true) augmentation"
@@ -376,6 +376,14 @@ class EvaluateParams:
     batch_size: Int = Field(ge=1, description="images per predict() call")
     top_k: Int = Field(ge=2, description="top-k accuracy, when there are more classes")
     confused_pairs: Int = Field(ge=1, description="most-confused pairs in the table")
+
+
+@dataclass(frozen=True, config=SECTION)
+class StudyParams:
+    out_dir: Str = Field(description="study.json, study.csv, study.png, study.html")
+    tolerance: Float = Field(
+        ge=0, le=1, description="accuracy gap counted as a tie, [0, 1]; ties: fewer params"
+    )
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -539,6 +547,7 @@ class Params:
     train: TrainParams = Field(description="transfer learning")
     audit: AuditParams = Field(description="near-duplicates, label issues, drift")
     evaluate: EvaluateParams = Field(description="metrics")
+    study: StudyParams = Field(description="the unfreezing sweep, scored")
     visualize: VisualizeParams = Field(description="figures and report")
     publish: PublishParams = Field(description="runs and the champion in object storage")
     export: ExportParams = Field(description="serving formats with parity checks")
