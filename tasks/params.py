@@ -509,6 +509,7 @@ class OrchestrationParams:
     train_timeout_min: Float = Field(gt=0, description="timeout of training tasks, min")
     stage_timeout_min: Float = Field(gt=0, description="timeout of other tasks, min")
     max_active_runs: Int = Field(ge=1, description="runs at once")
+    study: Bool = Field(description="also train the sweep and run the study")
     run_params: tuple[Str, ...] = Field(description="params.yaml keys in the trigger form")
     aws_conn_id: Str | None = Field(description="Airflow connection for S3; null = env")
     dvc_push: Bool = Field(description="push data and models to the DVC remote")
