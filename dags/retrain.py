@@ -3,8 +3,8 @@
 
 Runs the project's DVC pipeline (`dvc.yaml`) one task per stage, in the order the last lines
 of `dags/retrain.py` write out (a test keeps it equal to DVC's own graph):
-configure -> fetch -> prepare -> validate -> backbone -> features -> train_feature_extraction,
-train_fine_tune and the unfreezing sweep -> evaluate -> visualize -> publish -> push -> cleanup;
+configure -> fetch -> prepare -> validate -> backbone -> features -> train_feature_extraction
+and train_fine_tune -> evaluate -> visualize -> publish -> push -> cleanup;
 beside them `audit` (near-duplicates, label issues, drift) after features, and `export`
 (SavedModel, ONNX, LiteRT, parity-checked) after train_fine_tune and before publish, which
 uploads the exports with the run.
@@ -13,15 +13,18 @@ uploads the exports with the run.
   (under `orchestration.workspace_dir`) with this run's params.yaml; each stage task runs
   `dvc repro --single-item <stage>` there. All workspaces share one DVC cache: a stage whose
   code, params and data did not change is restored, not re-run, and a retry resumes.
-* **The sweep** is one mapped task over the items DVC generates from this run's
-  `train.sweep.unfreeze` (listed by `sweep_items` in the `sweep_matrix` group), each named by
-  its item (`unfreeze-1-aug-false`). `evaluate` waits for it and scores its models too.
+* **The unfreezing study is opt-in** (`orchestration.study: true` in params.yaml, read when
+  the DAG is parsed; off by default, so a scheduled run never trains its 12 fine-tunings).
+  When on: features -> the sweep -> `study` -> visualize, whose report then shows the study.
+  The sweep is one mapped task over the items DVC generates from this run's
+  `train.sweep.unfreeze` x `train.sweep.augment` (listed by `sweep_items` in the
+  `sweep_matrix` group), each named by its item (`unfreeze-1-aug-false`).
 * **Triggers.** `orchestration.schedule` and every update of the dataset asset
   (`orchestration.dataset_asset`); unpausing runs nothing until the next scheduled time.
   **Trigger** opens a form of this run's values (defaults from params.yaml; any other key as
   `KEY=VALUE` under "other overrides"); `configure` checks them like params.yaml before
   anything runs.
-* **Training** tasks (backbone, features, both train tasks, every sweep item) share the
+* **Training** tasks (backbone, features, both train tasks, any sweep item) share the
   `gpu` pool (`orchestration.gpu_pool`, `gpu_pool_slots` slots, 1 by default), so they run
   one after another, not in parallel, until the pool gets more slots. With
   `orchestration.training_executor: kubernetes` they run as GPU pods on the trainer image.
@@ -67,9 +70,10 @@ PROJECT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(PROJECT / "params.yaml")  # orchestration settings and the form's defaults
 CFG = PARAMS.orchestration
 KUBERNETES = CFG.training_executor == "kubernetes"
-FIELDS = run_params.param_specs(  # the trigger form's typed fields, described by the comments
-    PARAMS, CFG.run_params, descriptions(PROJECT / "params.yaml")
-)
+# the trigger form's typed fields, described by the comments; the sweep's only when the DAG
+# has it (else they do nothing)
+FORM_KEYS = [k for k in CFG.run_params if CFG.study or not k.startswith("train.sweep.")]
+FIELDS = run_params.param_specs(PARAMS, tuple(FORM_KEYS), descriptions(PROJECT / "params.yaml"))
 DATASET = Asset(name=f"{CFG.dag_id}_dataset", uri=CFG.dataset_asset)  # new data: a run
 PUBLISHED = Asset(
     name=f"{CFG.dag_id}_published",
@@ -270,15 +274,15 @@ def resnet_retrain() -> None:
     features = stage("features", training=True)
     train_feature_extraction = stage("train_feature_extraction", training=True)
     train_fine_tune = stage("train_fine_tune", training=True)
-    sweep = stage("sweep", training=True, matrix=True)
     evaluate, visualize = stage("evaluate"), stage("visualize")
     publish = stage("publish", outlets=[PUBLISHED])
     audit, export = stage("audit"), stage("export")
 
     configure() >> fetch >> prepare >> validate >> backbone >> features
-    # evaluate also scores the sweep's models (no DVC dep of it: the sweep is optional there)
-    features >> [train_feature_extraction, train_fine_tune, sweep] >> evaluate
+    features >> [train_feature_extraction, train_fine_tune] >> evaluate
     evaluate >> visualize >> publish
+    if CFG.study:  # the unfreezing sweep, scored; before visualize, so the report shows it
+        features >> stage("sweep", training=True, matrix=True) >> stage("study") >> visualize
     features >> audit  # near-duplicates, label issues, drift on the cached embeddings
     train_fine_tune >> export >> publish  # serving formats, parity-checked, published with the run
     [publish, audit] >> push() >> cleanup()

@@ -11,6 +11,13 @@ MODEL = "model.keras"  # uint8 images in, class probabilities out (tasks.model)
 HISTORY = "history.json"  # {"phases": [{"name", "epochs": [{epoch, loss, ...}]}]}
 TRAIN_INFO = "train.json"  # what was trained: strategy, unfrozen layers, params, timing
 LIVE = "dvclive"  # DVCLive's per-epoch log (metrics.json, plots/metrics/*.tsv), also the backbone's
+SWEEP = "sweep"  # in train.models_dir: one folder per sweep point, named by sweep_point()
+
+
+def sweep_point(unfreeze: int | str, augment: bool) -> str:
+    """A sweep point's folder name, as DVC names its matrix item: unfreeze-3-aug-false."""
+    return f"unfreeze-{unfreeze}-aug-{str(augment).lower()}"
+
 
 # the backbone's folder (backbone.out_dir)
 BACKBONE_WEIGHTS = "backbone.weights.h5"  # the base's weights: every transfer stage starts here
@@ -27,6 +34,10 @@ PROBS = "probs.npy"  # in details/<model>/: (N, C) float32 test-split probabilit
 # visualize.out_dir
 FIGURES = "figures.json"  # the figure manifest the report reads
 REPORT_RUN = "run.json"  # {"run_id": ...}: the id the report shows; publish names the run so
+
+# study.out_dir (the study stage): the unfreezing sweep scored; the report shows it if present
+STUDY = "study.json"  # {"split", "tolerance", "headline", "rule", "points", "recommended"}
+STUDY_CSV, STUDY_PNG, STUDY_PAGE = "study.csv", "study.png", "study.html"
 
 # publish.destination
 MANIFEST = "manifest.json"  # runs/<run_id>/manifest.json, written after every file

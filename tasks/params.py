@@ -309,6 +309,12 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True, kw_only=True, config=SECTION)
+class StudyParams:
+    out_dir: Str
+    tolerance: Float = Field(ge=0, le=1)
+
+
+@dataclass(frozen=True, kw_only=True, config=SECTION)
 class VisualizeParams:
     models: tuple[Str, ...]
     source_model: Bool
@@ -414,6 +420,7 @@ class OrchestrationParams:
     train_timeout_min: Float = Field(gt=0)
     stage_timeout_min: Float = Field(gt=0)
     max_active_runs: Int = Field(ge=1)
+    study: Bool
     run_params: tuple[Str, ...]
     aws_conn_id: Str | None
     dvc_push: Bool
@@ -450,6 +457,7 @@ class Params:
     train: TrainParams
     audit: AuditParams
     evaluate: EvaluateParams
+    study: StudyParams
     visualize: VisualizeParams
     publish: PublishParams
     export: ExportParams

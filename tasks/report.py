@@ -21,7 +21,16 @@ import yaml
 
 from tasks import templates
 from tasks.common import atomic_write_text, run_main
-from tasks.layout import COMPARISON, DETAILS, FIGURES, HISTORY, METRICS, TRAIN_INFO
+from tasks.layout import (
+    COMPARISON,
+    DETAILS,
+    FIGURES,
+    HISTORY,
+    METRICS,
+    STUDY,
+    STUDY_PNG,
+    TRAIN_INFO,
+)
 from tasks.lineage import dataset_version, git_commit, new_run_id, recorded_run_id
 from tasks.params import Params, params_from_cli
 
@@ -43,6 +52,7 @@ class StageOutputs:
     figures_dir: Path  # visualize.out_dir
     validation_summary: Path
     split: str  # the split the metrics were measured on
+    study_dir: Path | None = None  # study.out_dir: shown when the study stage wrote it
 
 
 def stage_outputs(params: Params) -> StageOutputs:
@@ -54,6 +64,7 @@ def stage_outputs(params: Params) -> StageOutputs:
         figures_dir=Path(params.visualize.out_dir),
         validation_summary=Path(params.visualize.validation_summary),
         split=params.evaluate.split,
+        study_dir=Path(params.study.out_dir),
     )
 
 
@@ -87,6 +98,7 @@ def collect(outs: StageOutputs, *, run_id: str, params: dict, report: Path) -> d
         "comparison": _csv(outs.metrics_dir / COMPARISON),
         "validation": _json(outs.validation_summary),
         "figures": figures,
+        "study": _study(outs.study_dir),
         "links": _links(raw_files(outs, models=list(metrics), figures=figures), report),
     }
 
@@ -121,6 +133,7 @@ def build_html(ctx: dict) -> str:
         facts=_facts(ctx),
         nav=[
             ("metrics", "metrics"),
+            *([("study", "unfreezing study")] if ctx.get("study") else []),
             *[(_anchor(name), name) for name in ctx["models"]],
             *FIGURE_SECTIONS.items(),
             *[(s, s) for s in ("validation", "params", "files")],
@@ -136,6 +149,7 @@ def build_html(ctx: dict) -> str:
             }
             for name, m in ctx["models"].items()
         ],
+        study=ctx.get("study"),
         figure_sections=FIGURE_SECTIONS,
         figures=ctx["figures"],
         validation=None if v is None else json.dumps(v, indent=2, default=str),
@@ -201,6 +215,15 @@ def _plain(x):
     if isinstance(x, list | tuple):
         return [_plain(v) for v in x]
     return x
+
+
+def _study(folder: Path | None) -> dict | None:
+    """study.json and study.png's bytes (tasks.study), or None when no study ran."""
+    summary = _json(folder / STUDY) if folder else None
+    if not summary:
+        return None
+    png = folder / STUDY_PNG
+    return summary | {"png": png.read_bytes() if png.is_file() else b""}
 
 
 def _json(path: Path):

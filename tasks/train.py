@@ -28,7 +28,7 @@ from typing import Any
 
 from tasks.common import atomic_dir, atomic_write_json, file_digest, run_main
 from tasks.dataset import Prepared, open_prepared
-from tasks.layout import HISTORY, LIVE, MODEL, TRAIN_INFO
+from tasks.layout import HISTORY, LIVE, MODEL, SWEEP, TRAIN_INFO, sweep_point
 from tasks.params import TrainParams, Unfreeze, params_from_cli
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,8 @@ def runs_for(cfg: TrainParams) -> list[Run]:
     out = []
     for n in cfg.sweep.unfreeze:
         for aug in cfg.sweep.augment:
-            name = f"unfreeze-{n}-aug-{str(aug).lower()}"  # as DVC names the matrix item
-            out.append(Run("fine_tune", n, aug, models / "sweep" / name, f"sweep/{name}"))
+            name = sweep_point(n, aug)
+            out.append(Run("fine_tune", n, aug, models / SWEEP / name, f"{SWEEP}/{name}"))
     return out
 
 

@@ -45,6 +45,12 @@ def dag():
     return retrain.retrain
 
 
+@pytest.fixture(scope="module")
+def study_dag(tmp_path_factory):
+    """The DAG with `orchestration.study: true`: the sweep and the study stage in it."""
+    return load_dag(write_project(tmp_path_factory.mktemp("study"), study=True))
+
+
 def last_line_of(code: str) -> str:
     """Run `code` in a fresh interpreter (nothing imported yet); its last printed line."""
     r = subprocess.run(
@@ -88,12 +94,15 @@ def test_importing_the_dag_file_imports_nothing_heavy() -> None:
 # Edges of the DAG that DVC's graph has not, each with the reason it is there.
 EXTRA_EDGES = {
     ("configure", "fetch"): "configure makes the run's workspace every stage runs in",
-    ("sweep", "evaluate"): "evaluate scores models/sweep/* when present (evaluate.models) but "
-    "declares no dep on them (`dvc repro publish` must not run 12 fine-tunings); in the DAG "
-    "it waits for the sweep, or the run's report would leave the sweep out",
     ("publish", "push"): "`dvc push` of everything the run made, after the last stages",
     ("audit", "push"): "`dvc push` of everything the run made, after the last stages",
     ("push", "cleanup"): "the workspace goes once its outputs are pushed",
+}
+STUDY_STAGES = {"sweep", "study"}  # in the DAG only with orchestration.study: true
+STUDY_EDGES = {
+    ("study", "visualize"): "the report shows the study when it ran (no DVC dep: `make run` "
+    "never trains the sweep); in the DAG visualize waits for it, or the report would leave "
+    "the study out",
 }
 
 
@@ -126,20 +135,33 @@ def dag_edges(dag) -> set[tuple[str, str]]:
     }
 
 
-def test_dag_edges_are_dvcs_graph_plus_the_documented_extras(dag) -> None:
+def test_dag_edges_are_dvcs_graph_plus_the_documented_extras(dag, study_dag) -> None:
     # (n, n) pairs stand for the stages themselves: a stage added to dvc.yaml but not to
     # the DAG (or left in the DAG after dvc.yaml dropped it) fails here too
-    assert dag_edges(dag) == dvc_edges(ROOT) | set(EXTRA_EDGES)
+    dvc = dvc_edges(ROOT)
+    assert dag_edges(study_dag) == dvc | set(EXTRA_EDGES) | set(STUDY_EDGES)
+    # by default the sweep and the study are DVC's alone (`make study`), not the DAG's
+    assert dag_edges(dag) == {e for e in dvc if not STUDY_STAGES & set(e)} | set(EXTRA_EDGES)
     # the sweep's items are listed from this run's workspace right before it maps over them
-    assert dag.get_task("sweep").upstream_task_ids == {"sweep_items"}
-    assert dag.get_task("sweep_items").upstream_task_ids == {"features"}
+    assert study_dag.get_task("sweep").upstream_task_ids == {"sweep_items"}
+    assert study_dag.get_task("sweep_items").upstream_task_ids == {"features"}
+    assert study_dag.get_task("study").downstream_task_ids == {"visualize"}
 
 
-def test_the_graph_shows_the_pipeline_not_a_fan_from_configure(dag) -> None:
+def test_a_scheduled_run_trains_no_sweep_unless_the_study_is_switched_on(dag) -> None:
+    assert load_params(ROOT / "params.yaml").orchestration.study is False
+    tasks = {t.task_id for t in dag.tasks}
+    assert not {"sweep", "sweep_items", "study"} & tasks
+    assert {"train_feature_extraction", "train_fine_tune", "evaluate"} <= tasks
+    # and the form has no sweep field that would do nothing
+    assert not [k for k in dag.params if k.startswith("train.sweep.")]
+
+
+def test_the_graph_shows_the_pipeline_not_a_fan_from_configure(study_dag) -> None:
     # every task reaches the run's workspace through XCom inside its body: configure's
     # only edge is the pipeline's first
-    assert dag.get_task("configure").downstream_task_ids == {"fetch"}
-    assert set(dag.task_group_dict) == {"sweep_matrix"}  # the sweep and its item list
+    assert study_dag.get_task("configure").downstream_task_ids == {"fetch"}
+    assert set(study_dag.task_group_dict) == {"sweep_matrix"}  # the sweep and its item list
 
 
 def test_the_dag_file_does_not_read_dvc_yaml(dag, tmp_path: Path) -> None:
@@ -162,7 +184,8 @@ def test_every_task_retries_with_backoff_and_records_failures(dag) -> None:
         assert t.execution_timeout is not None, t.task_id
 
 
-def test_training_stages_share_the_gpu_pool_with_the_long_timeout(dag) -> None:
+def test_training_stages_share_the_gpu_pool_with_the_long_timeout(study_dag) -> None:
+    dag = study_dag
     cfg = load_params(ROOT / "params.yaml").orchestration
     training = {"backbone", "features", "train_feature_extraction", "train_fine_tune", "sweep"}
     for t in dag.tasks:
@@ -177,7 +200,7 @@ def test_training_stages_share_the_gpu_pool_with_the_long_timeout(dag) -> None:
 
 
 def test_sweep_items_come_from_dvc_with_this_runs_params_and_name_the_mapped_tasks(
-    dag, tmp_path: Path
+    study_dag, tmp_path: Path
 ) -> None:
     from jinja2 import Template
     from resnet_retrain import workspace
@@ -196,7 +219,7 @@ def test_sweep_items_come_from_dvc_with_this_runs_params_and_name_the_mapped_tas
         {"stage": "sweep@40-False", "label": "unfreeze-40-aug-false"},
         {"stage": "sweep@40-True", "label": "unfreeze-40-aug-true"},
     ]
-    sweep = dag.get_task("sweep")
+    sweep = study_dag.get_task("sweep")
     assert type(sweep).__name__.endswith("MappedOperator")  # one task, expanded per item
     # the UI names each mapped task by its item (the model folder it trains), not 0, 1, ...
     label = Template(sweep.map_index_template).render(task=SimpleNamespace(op_kwargs=items[2]))
@@ -236,6 +259,7 @@ def test_kubernetes_executor_runs_training_as_gpu_pods(tmp_path: Path) -> None:
             trainer_image="reg.local/trainer:1.2",
             kubernetes_secret="s3-creds",
             kubernetes_gpus=2,
+            study=True,
         )
     )
     pod_task = dag.get_task("train_fine_tune")
@@ -310,7 +334,8 @@ def test_out_of_range_values_fail_the_run_before_any_work(tmp_path: Path) -> Non
     assert yaml.safe_load(text)["publish"]["min_improvement"] == 0.02
 
 
-def test_run_params_all_exist_and_default_to_params_yaml(dag) -> None:
+def test_run_params_all_exist_and_default_to_params_yaml(study_dag) -> None:
+    dag = study_dag  # every run_params key is a field (the sweep's too)
     params = load_params(ROOT / "params.yaml")
     for key in params.orchestration.run_params:
         node = params
