@@ -206,6 +206,31 @@ Unfreeze = Annotated[
 Fraction01 = Annotated[Float, Field(ge=0, lt=1)]
 
 
+def _layers_or_auto(value: Any) -> str | tuple[str, ...]:
+    if value == "auto":
+        return value
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise PydanticCustomError(
+        "params", f"name at least one layer in a list, or give auto (got {value!r})"
+    )
+
+
+# "auto" (the figure picks layers by the run's image size) or a non-empty list of layer names
+LayersOrAuto = Annotated[
+    str | tuple[str, ...],
+    PlainValidator(_layers_or_auto),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"enum": ["auto"]},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            ]
+        }
+    ),
+]
+
+
 @dataclass(frozen=True, config=SECTION)
 class BackboneParams:
     weights: Str = Field(
@@ -389,9 +414,11 @@ class VisualizeParams:
     dpi: Int = Field(ge=30, description="PNG resolution, >= 30")
     samples_per_class: Count = Field(description="EDA grid columns, 1..256")
     image_index: Int = Field(ge=0, description="test image for activations")
-    activation_layers: tuple[Str, ...] = Field(
-        min_length=1, description="layers whose feature maps are drawn"
+    activation_layers: LayersOrAuto = Field(
+        description="layers whose feature maps are drawn, or auto: per stage the deepest "
+        "block output at least min_map_side px"
     )
+    min_map_side: Int = Field(ge=1, description="auto activation layers: maps at least this wide")
     activation_channels: Count = Field(description="feature maps per layer and model, 1..256")
     first_conv_layer: Str = Field(description="its kernels are drawn as RGB tiles")
     filter_layers: tuple[Str, ...] = Field(description="gradient-ascent pattern layers")

@@ -286,15 +286,35 @@ def activation_figures(
     """Feature maps of each activation layer, every model side by side."""
     from tasks.figures import activations as act
 
-    for layer in cfg.activation_layers:
+    layers, small = activation_layers(cfg, models[-1].chain, image)
+    side = int(models[-1].chain.preprocess(image[None]).shape[1])  # the backbone's input side
+    for layer in layers:
         maps = {m.name: act.activations(m.chain, image, [layer])[layer] for m in models}
         yield Item(
             "activations",
             f"activations-{layer}",
-            f"Feature maps of {layer} for test "
-            f"image {cfg.image_index}, same channels in every model",
-            act.activations_figure(maps, layer=layer, channels=cfg.activation_channels),
+            f"Feature maps of {layer} for test image {cfg.image_index}, same channels in "
+            f"every model{small}",
+            act.activations_figure(
+                maps, layer=layer, channels=cfg.activation_channels, input_side=side
+            ),
         )
+
+
+def activation_layers(cfg: VisualizeParams, chain, image: np.ndarray) -> tuple[list[str], str]:
+    """The layers to draw, and a caption note naming the stages too small to draw (auto)."""
+    from tasks.figures import activations as act
+
+    if cfg.activation_layers != "auto":
+        return list(cfg.activation_layers), ""
+    wide, small = act.auto_layers(chain, image, min_side=cfg.min_map_side)
+    if not wide:
+        raise UserError(
+            f"visualize.min_map_side = {cfg.min_map_side}: no stage output is that wide at "
+            f"this input size ({', '.join(f'{k} {h}x{w}' for k, (h, w) in small.items())})"
+        )
+    named = ", ".join(f"{k} ({h}x{w})" for k, (h, w) in small.items())
+    return list(wide), f"; too small to draw at this input size: {named}" if small else ""
 
 
 def filter_figures(

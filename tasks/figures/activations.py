@@ -1,4 +1,5 @@
-"""Intermediate activations: feature maps of named backbone layers for one image."""
+"""Intermediate activations: feature maps of backbone layers for one image, chosen by name
+or by the run's image size (`auto_layers`: at 32 px ResNet-50's conv4 is 2x2, conv5 1x1)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tasks.figures import hide_axes, new_figure
-from tasks.figures.network import Chain
+from tasks.figures.network import Chain, conv_layer_names
 
 
 def activations(
@@ -18,12 +19,36 @@ def activations(
     return {name: np.asarray(o, dtype=np.float32)[0] for name, o in zip(layers, outs, strict=True)}
 
 
+def stage_outputs(chain: Chain) -> list[str]:
+    """Per stage (the name's prefix: conv1..conv5), its deepest activation, in order.
+
+    conv1_relu, conv2_block3_out, ..., conv5_block3_out for ResNet-50: what each stage hands on.
+    """
+    last = {}
+    for name in conv_layer_names(chain.backbone):
+        if name.endswith(("_out", "_relu")):
+            last[name.split("_")[0]] = name  # a later block of the stage replaces an earlier
+    return list(last.values())
+
+
+def auto_layers(
+    chain: Chain, image: np.ndarray, *, min_side: int
+) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
+    """The stage outputs whose maps are at least `min_side` px for this image, and those too
+    small: ({layer: (h, w)} drawn, {layer: (h, w)} too small), both in stage order."""
+    sides = {k: v.shape[:2] for k, v in activations(chain, image, stage_outputs(chain)).items()}
+    wide = {k: hw for k, hw in sides.items() if min(hw) >= min_side}
+    return wide, {k: hw for k, hw in sides.items() if k not in wide}
+
+
 def strongest_channels(maps: np.ndarray, n: int) -> np.ndarray:
     """Indices of the `n` channels with the highest mean activation, strongest first."""
     return np.argsort(maps.reshape(-1, maps.shape[-1]).mean(0))[::-1][:n]
 
 
-def activations_figure(per_model: dict[str, np.ndarray], *, layer: str, channels: int) -> Figure:
+def activations_figure(
+    per_model: dict[str, np.ndarray], *, layer: str, channels: int, input_side: int | None = None
+) -> Figure:
     """Rows = models, columns = the same channels of `layer` (the first model's strongest).
 
     per_model: {model name: (h, w, K) feature maps}. Each tile keeps its own colour scale;
@@ -41,5 +66,6 @@ def activations_figure(per_model: dict[str, np.ndarray], *, layer: str, channels
             ax.set_title(f"ch {k}: {maps[..., k].mean():.2f}", fontsize=7)
         axes[r, 0].set_ylabel(name, fontsize=8)
     h, w, k = first.shape
-    fig.suptitle(f"{layer}: {h}x{w}x{k}, {len(picks)} strongest channels")
+    at = f" at {input_side} px input" if input_side else ""
+    fig.suptitle(f"{layer}: {h}x{w} maps{at}, {len(picks)} strongest of {k} channels")
     return fig

@@ -12,6 +12,7 @@ keras = pytest.importorskip("keras")
 
 from matplotlib.figure import Figure  # noqa: E402
 
+from tasks.common import UserError  # noqa: E402
 from tasks.figures import activations, curves, data, errors, filters, gradcam, png_bytes  # noqa: E402
 from tasks.figures.network import split, viewable  # noqa: E402
 from tasks.model import build_model  # noqa: E402
@@ -55,6 +56,36 @@ def test_auto_gradcam_layer_is_the_deepest_block_still_wide_enough(chain, image)
     assert deepest_block(chain, image, min_side=2) == "conv5_block3_out"
     assert deepest_block(chain, image, min_side=4) == "conv4_block6_out"
     assert deepest_block(chain, image, min_side=5) == "conv3_block4_out"
+
+
+@pytest.mark.slow
+def test_auto_activation_layers_are_the_stage_outputs_wide_enough_at_the_run_size(image):
+    from tasks.params import section
+    from tasks.visualize import activation_layers
+
+    at32 = split(build_model(num_classes=3, input_size=32, image_size=32))
+    wide, small = activations.auto_layers(at32, image, min_side=4)
+    # a 32 px backbone input: conv1 16, conv2 8, conv3 4, conv4 2, conv5 1 px
+    assert wide == {"conv1_relu": (16, 16), "conv2_block3_out": (8, 8), "conv3_block4_out": (4, 4)}
+    assert small == {"conv4_block6_out": (2, 2), "conv5_block3_out": (1, 1)}
+    layers, note = activation_layers(section("visualize", min_map_side=4), at32, image)
+    assert layers == list(wide) and "conv4_block6_out (2x2), conv5_block3_out (1x1)" in note
+    at224 = split(build_model(num_classes=3, input_size=32, image_size=224))
+    wide, small = activations.auto_layers(at224, image, min_side=4)
+    assert list(wide)[-2:] == ["conv4_block6_out", "conv5_block3_out"] and not small
+    assert wide["conv5_block3_out"] == (7, 7)
+    with pytest.raises(UserError, match="min_map_side = 20: no stage output"):
+        activation_layers(section("visualize", min_map_side=20), at32, image)
+    fig = activations.activations_figure(
+        {"a": activations.activations(at32, image, ["conv3_block4_out"])["conv3_block4_out"]},
+        layer="conv3_block4_out",
+        channels=4,
+        input_side=32,
+    )
+    assert (
+        fig.get_suptitle()
+        == "conv3_block4_out: 4x4 maps at 32 px input, 4 strongest of 512 channels"
+    )
 
 
 @pytest.mark.slow
