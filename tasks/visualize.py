@@ -290,13 +290,14 @@ def activation_figures(
     side = int(models[-1].chain.preprocess(image[None]).shape[1])  # the backbone's input side
     for layer in layers:
         maps = {m.name: act.activations(m.chain, image, [layer])[layer] for m in models}
+        diffs = act.changes(maps)  # what each model changed against the one before it
         yield Item(
             "activations",
             f"activations-{layer}",
-            f"Feature maps of {layer} for test image {cfg.image_index}, same channels in "
-            f"every model{small}",
+            f"Feature maps of {layer} for test image {cfg.image_index}, same channels and "
+            f"colour scale in every model; {act.change_note(maps, diffs)}{small}",
             act.activations_figure(
-                maps, layer=layer, channels=cfg.activation_channels, input_side=side
+                maps, layer=layer, channels=cfg.activation_channels, input_side=side, diffs=diffs
             ),
         )
 
@@ -323,12 +324,15 @@ def filter_figures(
     """First convolution kernels and gradient-ascent patterns, every model side by side."""
     from tasks.figures import filters
 
-    tiles = {m.name: filters.kernels(m.chain, cfg.first_conv_layer) for m in models}
+    first = cfg.first_conv_layer
+    tiles = {m.name: filters.kernels(m.chain, first) for m in models}
+    changes = filters.kernel_changes({m.name: m.chain for m in models}, first)
     yield Item(
         "filters",
-        f"kernels-{cfg.first_conv_layer}",
-        "First convolution kernels",
-        filters.kernels_figure(tiles, layer=cfg.first_conv_layer),
+        f"kernels-{first}",
+        f"First convolution kernels, and what training changed (grey = unchanged): "
+        f"{filters.kernel_change_note(changes, first)}",
+        filters.kernels_figure(tiles, layer=first, changes=changes),
     )
     side = int(models[-1].chain.preprocess(image[None]).shape[1])  # the backbone's input side
     for layer in cfg.filter_layers:

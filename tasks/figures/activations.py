@@ -3,6 +3,8 @@ or by the run's image size (`auto_layers`: at 32 px ResNet-50's conv4 is 2x2, co
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -46,26 +48,63 @@ def strongest_channels(maps: np.ndarray, n: int) -> np.ndarray:
     return np.argsort(maps.reshape(-1, maps.shape[-1]).mean(0))[::-1][:n]
 
 
-def activations_figure(
-    per_model: dict[str, np.ndarray], *, layer: str, channels: int, input_side: int | None = None
-) -> Figure:
-    """Rows = models, columns = the same channels of `layer` (the first model's strongest).
+def changes(per_model: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """|later - earlier| for each consecutive pair of models: {"b - a": (h, w, K)}.
 
-    per_model: {model name: (h, w, K) feature maps}. Each tile keeps its own colour scale;
-    the caption gives its mean, so a change in size and in pattern both show.
+    In report order (source, feature_extraction, fine_tune) that is what each training
+    step changed; feature extraction's frozen backbone makes its row exactly zero.
     """
+    return {f"{b} - {a}": np.abs(per_model[b] - per_model[a]) for a, b in pairwise(per_model)}
+
+
+def change_note(per_model: dict[str, np.ndarray], diffs: dict[str, np.ndarray]) -> str:
+    """`mean |b - a| = 0.012 (3.1% of the mean activation)`, or `0 everywhere`, per pair."""
+    scale = float(np.mean([np.abs(m).mean() for m in per_model.values()]))
+    parts = []
+    for pair, d in diffs.items():
+        if not d.any():
+            parts.append(f"{pair}: 0 everywhere (no layer up to here trained)")
+        else:
+            share = f" ({d.mean() / scale:.1%} of the mean activation)" if scale else ""
+            parts.append(f"mean |{pair}| = {d.mean():.3g}{share}")
+    return "; ".join(parts)
+
+
+def activations_figure(
+    per_model: dict[str, np.ndarray],
+    *,
+    layer: str,
+    channels: int,
+    input_side: int | None = None,
+    diffs: dict[str, np.ndarray] | None = None,
+) -> Figure:
+    """Rows = models, then one |b - a| row per pair that differs; columns = the same
+    channels of `layer` (the first model's strongest).
+
+    per_model: {model name: (h, w, K) feature maps}; diffs: `changes(per_model)`. A column
+    shares one colour scale (the models' range of that channel; a difference row spans the
+    same width from 0), so a change shows as bright as it is large.
+    """
+    diffs = diffs or {}
+    rows = {**per_model, **{f"|{k}|": d for k, d in diffs.items() if d.any()}}
     first = next(iter(per_model.values()))
     picks = strongest_channels(first, min(channels, first.shape[-1]))
-    fig = new_figure(1.4 * len(picks) + 1.5, 1.5 * len(per_model) + 0.6)
-    axes = fig.subplots(len(per_model), len(picks), squeeze=False)
-    for r, (name, maps) in enumerate(per_model.items()):
+    stack = np.stack(list(per_model.values()))  # (M, h, w, K)
+    lo, hi = stack.min(axis=(0, 1, 2)), stack.max(axis=(0, 1, 2))  # (K,) per channel
+    fig = new_figure(1.4 * len(picks) + 1.5, 1.5 * len(rows) + 0.9)
+    axes = fig.subplots(len(rows), len(picks), squeeze=False)
+    for r, (name, maps) in enumerate(rows.items()):
+        is_diff = name not in per_model
         for c, k in enumerate(picks):
             ax = axes[r, c]
             hide_axes(ax)
-            ax.imshow(maps[..., k], cmap="viridis", interpolation="nearest")
+            vmin, vmax = (0.0, hi[k] - lo[k]) if is_diff else (lo[k], hi[k])
+            ax.imshow(maps[..., k], cmap="viridis", interpolation="nearest", vmin=vmin, vmax=vmax)
             ax.set_title(f"ch {k}: {maps[..., k].mean():.2f}", fontsize=7)
         axes[r, 0].set_ylabel(name, fontsize=8)
     h, w, k = first.shape
     at = f" at {input_side} px input" if input_side else ""
-    fig.suptitle(f"{layer}: {h}x{w} maps{at}, {len(picks)} strongest of {k} channels")
+    title = f"{layer}: {h}x{w} maps{at}, {len(picks)} strongest of {k} channels"
+    note = change_note(per_model, diffs)
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
     return fig

@@ -3,6 +3,8 @@ inputs found by gradient ascent."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -11,31 +13,74 @@ from tasks.figures.network import Chain, viewable
 
 
 def kernels(chain: Chain, layer: str) -> np.ndarray:
-    """The conv layer's kernels as (n, kh, kw, 3) RGB tiles in [0, 1], each stretched alone.
+    """The conv layer's kernels as (n, kh, kw, 3) RGB tiles in [0, 1], each stretched alone."""
+    k = rgb_kernels(chain, layer)
+    lo = k.min(axis=(1, 2, 3), keepdims=True)
+    hi = k.max(axis=(1, 2, 3), keepdims=True)
+    return (k - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+
+def rgb_kernels(chain: Chain, layer: str) -> np.ndarray:
+    """The conv layer's raw kernels as (n, kh, kw, 3), input channels in RGB order.
 
     Kernels act on the caffe-preprocessed BGR input, so channels are flipped back to RGB.
     """
     weights = chain.layer(layer).get_weights()
     if not weights or weights[0].ndim != 4 or weights[0].shape[2] != 3:
         raise ValueError(f"{layer}: not a conv layer over 3 input channels")
-    k = np.moveaxis(weights[0], -1, 0)[..., ::-1]  # (n, kh, kw, 3) RGB
-    lo = k.min(axis=(1, 2, 3), keepdims=True)
-    hi = k.max(axis=(1, 2, 3), keepdims=True)
-    return (k - lo) / np.where(hi > lo, hi - lo, 1.0)
+    return np.moveaxis(weights[0], -1, 0)[..., ::-1]  # (n, kh, kw, 3) RGB
 
 
-def kernels_figure(per_model: dict[str, np.ndarray], *, layer: str, cols: int = 16) -> Figure:
-    """One mosaic per model (side by side), each the grid of its kernels."""
+def kernel_changes(chains: dict[str, Chain], layer: str) -> dict[str, np.ndarray]:
+    """later - earlier kernels of `layer` for each consecutive pair of models:
+    {"b - a": (n, kh, kw, 3)} in weight units; all zero where the layer stayed frozen."""
+    return {
+        f"{b} - {a}": rgb_kernels(chains[b], layer) - rgb_kernels(chains[a], layer)
+        for a, b in pairwise(chains)
+    }
+
+
+def change_tiles(delta: np.ndarray) -> np.ndarray:
+    """Signed kernel changes -> [0, 1] RGB tiles: 0.5 grey = unchanged, one scale for all."""
+    peak = float(np.abs(delta).max())
+    return 0.5 + delta / (2 * peak) if peak > 0 else np.full_like(delta, 0.5)
+
+
+def kernel_change_note(changes: dict[str, np.ndarray], layer: str) -> str:
+    """Per pair: `frozen (weights identical)`, or the largest and mean |change|."""
+    return "; ".join(
+        f"{pair}: max |dw| {np.abs(d).max():.3g}, mean {np.abs(d).mean():.3g}"
+        if d.any()
+        else f"{pair}: {layer} frozen (weights identical)"
+        for pair, d in changes.items()
+    )
+
+
+def kernels_figure(
+    per_model: dict[str, np.ndarray],
+    *,
+    layer: str,
+    cols: int = 16,
+    changes: dict[str, np.ndarray] | None = None,
+) -> Figure:
+    """One mosaic per model (side by side), each the grid of its kernels, then one of each
+    change that is not zero (`kernel_changes`: grey = unchanged, one scale per mosaic)."""
+    changes = changes or {}
+    panels = {**per_model, **{p: change_tiles(d) for p, d in changes.items() if d.any()}}
     n = len(next(iter(per_model.values())))
     c = min(cols, n)
     r = -(-n // c)
-    fig = new_figure(4.2 * len(per_model), 4.2 * r / c + 0.8)
-    axes = np.atleast_1d(fig.subplots(1, len(per_model)))
-    for ax, (name, tiles) in zip(axes, per_model.items(), strict=True):
+    fig = new_figure(4.2 * len(panels), 4.2 * r / c + 1.0)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (name, tiles) in zip(axes, panels.items(), strict=True):
         hide_axes(ax)
         ax.imshow(mosaic(tiles, c), interpolation="nearest")
         ax.set_title(name, fontsize=9)
-    fig.suptitle(f"{layer} kernels (RGB, each stretched to its own range)")
+    note = kernel_change_note(changes, layer)
+    fig.suptitle(
+        f"{layer} kernels (RGB, each stretched to its own range)" + (f"\n{note}" if note else ""),
+        fontsize=9,
+    )
     return fig
 
 

@@ -89,6 +89,54 @@ def test_auto_activation_layers_are_the_stage_outputs_wide_enough_at_the_run_siz
 
 
 @pytest.mark.slow
+def test_difference_rows_are_zero_for_identical_models_and_show_what_changed(
+    chain, image, tmp_path
+):
+    from tasks.model import load_model
+
+    chain.model.save(tmp_path / "m.keras")  # two loads: same weights, as FE and its source
+    same, tuned = (split(load_model(tmp_path / "m.keras")) for _ in range(2))
+    conv = tuned.layer("conv3_block1_1_conv")  # "fine-tuning" conv3 only
+    conv.set_weights([w * 1.5 for w in conv.get_weights()])
+    layers = ["conv2_block3_out", "conv3_block4_out"]
+    chains = {"source": chain, "fe": same, "ft": tuned}
+    maps = {n: activations.activations(c, image, layers) for n, c in chains.items()}
+    conv2 = {n: m["conv2_block3_out"] for n, m in maps.items()}
+    conv3 = {n: m["conv3_block4_out"] for n, m in maps.items()}
+    d2, d3 = activations.changes(conv2), activations.changes(conv3)
+    assert list(d3) == ["fe - source", "ft - fe"]
+    assert not d2["fe - source"].any() and not d2["ft - fe"].any()  # below the change: 0
+    assert not d3["fe - source"].any() and d3["ft - fe"].mean() > 1e-3
+    np.testing.assert_array_equal(d3["ft - fe"], np.abs(conv3["ft"] - conv3["fe"]))
+    assert activations.change_note(conv2, d2) == (
+        "fe - source: 0 everywhere (no layer up to here trained); "
+        "ft - fe: 0 everywhere (no layer up to here trained)"
+    )
+    assert "mean |ft - fe| = " in activations.change_note(conv3, d3)
+    # a zero difference is said in the title, a non-zero one drawn as a row: 3 or 4 rows of 4
+    fig2 = activations.activations_figure(conv2, layer="l", channels=4, diffs=d2)
+    fig3 = activations.activations_figure(conv3, layer="l", channels=4, diffs=d3)
+    assert len(fig2.axes) == 3 * 4 and len(fig3.axes) == 4 * 4
+    assert fig3.axes[-1].get_ylabel() == "" and fig3.axes[12].get_ylabel() == "|ft - fe|"
+
+    kern = filters.kernel_changes(chains, "conv1_conv")
+    assert not any(d.any() for d in kern.values())  # conv1 frozen in both
+    assert "ft - fe: conv1_conv frozen (weights identical)" in filters.kernel_change_note(
+        kern, "conv1_conv"
+    )
+    first = tuned.layer("conv1_conv")
+    w = first.get_weights()
+    w[0][..., 5] += 0.01  # kernel 5 trained
+    first.set_weights(w)
+    kern = filters.kernel_changes(chains, "conv1_conv")
+    moved = np.abs(kern["ft - fe"]).max(axis=(1, 2, 3))  # (64,) per kernel
+    assert np.flatnonzero(moved) == [5] and moved[5] == pytest.approx(0.01, rel=1e-3)
+    tiles = {n: filters.kernels(c, "conv1_conv") for n, c in chains.items()}
+    fig = filters.kernels_figure(tiles, layer="conv1_conv", changes=kern)
+    assert [ax.get_title() for ax in fig.axes] == ["source", "fe", "ft", "ft - fe"]
+
+
+@pytest.mark.slow
 def test_first_conv_kernels_are_rgb_tiles_of_the_layer(chain):
     tiles = filters.kernels(chain, "conv1_conv")
     w = chain.layer("conv1_conv").get_weights()[0]  # (7, 7, 3, 64)
