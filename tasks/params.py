@@ -426,7 +426,9 @@ class VisualizeParams:
         description="channels drawn of each filter layer"
     )
     ascent_steps: Count = Field(description="gradient-ascent iterations per filter, 1..256")
-    ascent_lr: Float = Field(gt=0, description="RMS change per pixel and step")
+    ascent_lr: Float = Field(gt=0, description="Adam rate on the pattern's 1/f spectrum, > 0")
+    ascent_jitter: Int = Field(ge=0, description="px: random shift of the pattern per step")
+    ascent_decay: Float = Field(ge=0, description="L2 penalty on the pattern's distance from grey")
     gradcam_layer: Str = Field(description="a layer name, or auto: the deepest block output")
     gradcam_min_side: Int = Field(ge=1, description="auto: at least this many px wide")
     gradcam_images: Count = Field(description="test images overlaid, half correct, half wrong")

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -345,15 +346,23 @@ def filter_figures(
                 lr=cfg.ascent_lr,
                 size=side,
                 seed=cfg.seed,
+                jitter=cfg.ascent_jitter,
+                decay=cfg.ascent_decay,
             )
             for m in models
         }
+        same = [f"{b} = {a}" for a, b in pairwise(pats) if np.array_equal(pats[a], pats[b])]
         yield Item(
             "filters",
             f"patterns-{layer}",
-            f"Inputs that maximally activate filters "
-            f"{list(cfg.filter_indices)} of {layer} (gradient ascent, "
-            f"{cfg.ascent_steps} steps)",
+            f"Inputs that maximally activate filters {list(cfg.filter_indices)} of {layer} "
+            f"at {side} px (regularised gradient ascent: 1/f spectrum, {cfg.ascent_jitter} px "
+            f"jitter, {cfg.ascent_steps} steps)"
+            + (
+                f"; identical where no layer up to {layer} trained: {', '.join(same)}"
+                if same
+                else ""
+            ),
             filters.preferred_inputs_figure(pats, layer=layer, filters=cfg.filter_indices),
         )
 

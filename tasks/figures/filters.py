@@ -93,14 +93,31 @@ def preferred_inputs(
     lr: float,
     size: int = 64,
     seed: int = 0,
+    jitter: int = 2,
+    decay: float = 0.0,
 ) -> np.ndarray:
     """Inputs that maximally activate `filters` of `layer`, viewable: (F, s, s, 3) RGB [0, 1]."""
-    return np.stack(
-        [
-            viewable(v)
-            for v in ascend(chain, layer, filters, steps=steps, lr=lr, size=size, seed=seed)
-        ]
+    x = ascend(
+        chain, layer, filters, steps=steps, lr=lr, size=size, seed=seed, jitter=jitter, decay=decay
     )
+    return np.stack([viewable(v) for v in x])
+
+
+# Lucid's colour decorrelation: the square root of ImageNet's RGB covariance (its SVD), so
+# one optimised channel moves the colours natural images vary together in.
+COLOR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], "float32")
+COLOR_SQRT /= np.linalg.norm(COLOR_SQRT, axis=0).max()
+
+
+def frequency_scale(side: int) -> np.ndarray:
+    """(side, side // 2 + 1) weights of an rfft2 spectrum: 1 / frequency (cycles per image).
+
+    Optimising scaled coefficients gives every frequency the same step, as natural images'
+    1/f amplitude has it, instead of the flat spectrum of per-pixel steps (that is noise).
+    """
+    fy = np.fft.fftfreq(side)[:, None]
+    fx = np.fft.rfftfreq(side)[None, :]
+    return (1.0 / np.maximum(np.hypot(fx, fy), 1.0 / side)).astype("float32")
 
 
 def ascend(
@@ -112,14 +129,21 @@ def ascend(
     lr: float,
     size: int = 64,
     seed: int = 0,
+    jitter: int = 2,
+    decay: float = 0.0,
 ) -> np.ndarray:
-    """Gradient ascent on each filter's mean activation: (F, s, s, 3) backbone inputs.
+    """Regularised gradient ascent on each filter's mean activation: (F, s, s, 3) backbone
+    inputs (caffe BGR), all filters in one batch, at the backbone's input side.
 
-    Starts from small noise in the backbone's input space (caffe BGR, mean subtracted), all
-    filters in one batch. Each step's gradient is L2-normalised per image, so `lr` is the
-    RMS change per pixel and step in those units (the input spans about -124..152).
+    As in Lucid / keras-io: the image is a 1/f-scaled, colour-decorrelated Fourier spectrum
+    through a sigmoid (so pixels stay in 0..255); each step shifts it by up to `jitter` px
+    (patterns that survive a shift are not pixel noise); `decay` is an L2 penalty on the
+    RGB image's distance from grey; Adam steps the spectrum at rate `lr`.
     """
+    import keras
     import tensorflow as tf
+
+    from tasks.model import ResNetPreprocess
 
     tap = chain.taps([layer])
     channels = int(tap.output.shape[-1])
@@ -127,24 +151,34 @@ def ascend(
     if bad:
         raise ValueError(f"{layer} has {channels} channels; filters {bad} do not exist")
     shape = chain.backbone.input_shape
-    side = shape[1] if shape[1] else size
+    side, n = (shape[1] if shape[1] else size), len(filters)
     rng = np.random.default_rng(seed)
-    x = tf.Variable(rng.uniform(-20, 20, (len(filters), side, side, 3)).astype("float32"))
+    spectrum = tf.Variable(rng.normal(0, 0.01, (n, 3, side, side // 2 + 1, 2)).astype("float32"))
+    scale = tf.constant(frequency_scale(side))
     onehot = tf.one_hot(list(filters), channels)  # (F, K): filter f for batch row f
-    scale = lr * float(np.sqrt(side * side * 3))  # unit L2 norm per image -> RMS of `lr`
+    shifts = tf.random.Generator.from_seed(seed)
+    to_caffe = ResNetPreprocess()
+    opt = keras.optimizers.Adam(lr)
+
+    def rgb():  # (F, s, s, 3) in [0, 1]
+        coeffs = tf.complex(spectrum[..., 0], spectrum[..., 1]) * tf.complex(scale, 0.0)
+        planes = tf.signal.irfft2d(coeffs, fft_length=[side, side])  # (F, 3, s, s)
+        return tf.sigmoid(tf.transpose(planes, (0, 2, 3, 1)) @ COLOR_SQRT.T)
 
     @tf.function  # one traced graph for all steps: several times faster than eager on CPU
     def step() -> None:
         with tf.GradientTape() as tape:
+            img = rgb()
+            dy, dx = tf.unstack(shifts.uniform([2], -jitter, jitter + 1, tf.int32))
+            x = tf.roll(to_caffe(255.0 * img), (dy, dx), axis=(1, 2))
             act = tf.cast(tap(x, training=False), tf.float32)  # (F, h, w, K)
-            loss = tf.reduce_sum(tf.reduce_mean(act, axis=(1, 2)) * onehot)
-        g = tape.gradient(loss, x)
-        g /= tf.norm(tf.reshape(g, (len(filters), -1)), axis=1)[:, None, None, None] + 1e-8
-        x.assign_add(scale * g)
+            gain = tf.reduce_sum(tf.reduce_mean(act, axis=(1, 2)) * onehot)
+            loss = decay * tf.reduce_sum(tf.square(img - 0.5)) - gain
+        opt.apply_gradients([(tape.gradient(loss, spectrum), spectrum)])
 
     for _ in range(steps):
         step()
-    return x.numpy()
+    return np.asarray(to_caffe(255.0 * rgb()))
 
 
 def preferred_inputs_figure(
