@@ -179,6 +179,31 @@ Unfreeze = Annotated[
 Fraction01 = Annotated[Float, Field(ge=0, lt=1)]
 
 
+def _layers_or_auto(value: Any) -> str | tuple[str, ...]:
+    if value == "auto":
+        return value
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise PydanticCustomError(
+        "params", f"name at least one layer in a list, or give auto (got {value!r})"
+    )
+
+
+# "auto" (the figure picks layers by the run's image size) or a non-empty list of layer names
+LayersOrAuto = Annotated[
+    str | tuple[str, ...],
+    PlainValidator(_layers_or_auto),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"enum": ["auto"]},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            ]
+        }
+    ),
+]
+
+
 @dataclass(frozen=True, kw_only=True, config=SECTION)
 class BackboneParams:
     weights: Str
@@ -325,13 +350,16 @@ class VisualizeParams:
     dpi: Int = Field(ge=30)
     samples_per_class: Count
     image_index: Int = Field(ge=0)
-    activation_layers: tuple[Str, ...] = Field(min_length=1)
+    activation_layers: LayersOrAuto
+    min_map_side: Int = Field(ge=1)
     activation_channels: Count
     first_conv_layer: Str
     filter_layers: tuple[Str, ...]
     filter_indices: tuple[Annotated[Int, Field(ge=0)], ...]
     ascent_steps: Count
     ascent_lr: Float = Field(gt=0)
+    ascent_jitter: Int = Field(ge=0)
+    ascent_decay: Float = Field(ge=0)
     gradcam_layer: Str
     gradcam_min_side: Int = Field(ge=1)
     gradcam_images: Count

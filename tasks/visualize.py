@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -286,15 +287,36 @@ def activation_figures(
     """Feature maps of each activation layer, every model side by side."""
     from tasks.figures import activations as act
 
-    for layer in cfg.activation_layers:
+    layers, small = activation_layers(cfg, models[-1].chain, image)
+    side = int(models[-1].chain.preprocess(image[None]).shape[1])  # the backbone's input side
+    for layer in layers:
         maps = {m.name: act.activations(m.chain, image, [layer])[layer] for m in models}
+        diffs = act.changes(maps)  # what each model changed against the one before it
         yield Item(
             "activations",
             f"activations-{layer}",
-            f"Feature maps of {layer} for test "
-            f"image {cfg.image_index}, same channels in every model",
-            act.activations_figure(maps, layer=layer, channels=cfg.activation_channels),
+            f"Feature maps of {layer} for test image {cfg.image_index}, same channels and "
+            f"colour scale in every model; {act.change_note(maps, diffs)}{small}",
+            act.activations_figure(
+                maps, layer=layer, channels=cfg.activation_channels, input_side=side, diffs=diffs
+            ),
         )
+
+
+def activation_layers(cfg: VisualizeParams, chain, image: np.ndarray) -> tuple[list[str], str]:
+    """The layers to draw, and a caption note naming the stages too small to draw (auto)."""
+    from tasks.figures import activations as act
+
+    if cfg.activation_layers != "auto":
+        return list(cfg.activation_layers), ""
+    wide, small = act.auto_layers(chain, image, min_side=cfg.min_map_side)
+    if not wide:
+        raise UserError(
+            f"visualize.min_map_side = {cfg.min_map_side}: no stage output is that wide at "
+            f"this input size ({', '.join(f'{k} {h}x{w}' for k, (h, w) in small.items())})"
+        )
+    named = ", ".join(f"{k} ({h}x{w})" for k, (h, w) in small.items())
+    return list(wide), f"; too small to draw at this input size: {named}" if small else ""
 
 
 def filter_figures(
@@ -303,12 +325,15 @@ def filter_figures(
     """First convolution kernels and gradient-ascent patterns, every model side by side."""
     from tasks.figures import filters
 
-    tiles = {m.name: filters.kernels(m.chain, cfg.first_conv_layer) for m in models}
+    first = cfg.first_conv_layer
+    tiles = {m.name: filters.kernels(m.chain, first) for m in models}
+    changes = filters.kernel_changes({m.name: m.chain for m in models}, first)
     yield Item(
         "filters",
-        f"kernels-{cfg.first_conv_layer}",
-        "First convolution kernels",
-        filters.kernels_figure(tiles, layer=cfg.first_conv_layer),
+        f"kernels-{first}",
+        f"First convolution kernels, and what training changed (grey = unchanged): "
+        f"{filters.kernel_change_note(changes, first)}",
+        filters.kernels_figure(tiles, layer=first, changes=changes),
     )
     side = int(models[-1].chain.preprocess(image[None]).shape[1])  # the backbone's input side
     for layer in cfg.filter_layers:
@@ -321,15 +346,23 @@ def filter_figures(
                 lr=cfg.ascent_lr,
                 size=side,
                 seed=cfg.seed,
+                jitter=cfg.ascent_jitter,
+                decay=cfg.ascent_decay,
             )
             for m in models
         }
+        same = [f"{b} = {a}" for a, b in pairwise(pats) if np.array_equal(pats[a], pats[b])]
         yield Item(
             "filters",
             f"patterns-{layer}",
-            f"Inputs that maximally activate filters "
-            f"{list(cfg.filter_indices)} of {layer} (gradient ascent, "
-            f"{cfg.ascent_steps} steps)",
+            f"Inputs that maximally activate filters {list(cfg.filter_indices)} of {layer} "
+            f"at {side} px (regularised gradient ascent: 1/f spectrum, {cfg.ascent_jitter} px "
+            f"jitter, {cfg.ascent_steps} steps)"
+            + (
+                f"; identical where no layer up to {layer} trained: {', '.join(same)}"
+                if same
+                else ""
+            ),
             filters.preferred_inputs_figure(pats, layer=layer, filters=cfg.filter_indices),
         )
 
