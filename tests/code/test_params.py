@@ -81,7 +81,7 @@ def test_a_stage_with_bad_params_exits_2_with_one_line_and_writes_nothing(tmp_pa
     assert not (tmp_path / "raw").exists()
 
 
-FINE_TUNE_LR = "    learning_rate: 1.0e-05  # phase 2\n"  # the line in the project's params.yaml
+FINE_TUNE_LR = "    learning_rate: 1.0e-04  # phase 2"  # the line in the project's params.yaml
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_learning_rates_as_people_write_them_load_as_numbers(tmp_path, text, val
     project = (ROOT / "params.yaml").read_text()
     assert FINE_TUNE_LR in project
     path = tmp_path / "params.yaml"
-    path.write_text(project.replace(FINE_TUNE_LR, f"    learning_rate: {text}\n"))
+    path.write_text(project.replace(FINE_TUNE_LR, f"    learning_rate: {text}  #", 1))
     assert load_params(path).train.fine_tune.learning_rate == value
 
     p = params_from_cli("stage", ["--set", f"train.fine_tune.learning_rate={text}"])
