@@ -222,3 +222,12 @@ def test_a_comment_continues_on_deeper_indented_comment_lines(tmp_path: Path):
         "a.c": "a list",
         "e": "last and more",
     }
+
+
+def test_readme_params_reference_names_every_section_once():
+    readme = (ROOT / "README.md").read_text()
+    reference = readme[readme.index("## Params reference") : readme.index("## Benchmarks")]
+    rows = [
+        line.split("|")[1].strip(" `") for line in reference.splitlines() if line.startswith("| `")
+    ]
+    assert rows == [f.name for f in dataclasses.fields(Params)]
