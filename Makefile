@@ -40,6 +40,11 @@ run: install  ## the whole pipeline on the embedded dataset, no network (the swe
 	dvc repro publish
 	python -m tasks.summary
 
+.PHONY: study
+study: install  ## the unfreezing sweep (train.sweep) trained, scored and recommended; the report re-rendered
+	dvc repro study
+	if [ -f reports/report.html ]; then python -m tasks.report; fi
+
 test: install-dev  ## every test; servers they need are started on 127.0.0.1 by the tests
 	python -m pytest
 
