@@ -114,7 +114,7 @@ def test_fine_tune_changes_only_the_unfrozen_layers(tmp_path, base_weights):
             "unfreeze": 12,
             "epochs": 1,
             "learning_rate": 1e-5,
-            "fine_tune": {"epochs": 1, "learning_rate": 1e-3},
+            "fine_tune": {"epochs": 1, "learning_rate": 1e-3, "schedule": "plateau"},
         },
     )
     params = project_params(root)
