@@ -75,7 +75,15 @@ CFG = section(
 )
 
 
-def run(root: Path, store, run_id: str, *, version: str = "md5:v1", cfg: PublishParams = CFG):
+def run(
+    root: Path,
+    store,
+    run_id: str,
+    *,
+    version: str = "md5:v1",
+    cfg: PublishParams = CFG,
+    exports_dir: str | None = None,
+):
     return publish(
         store=store,
         cfg=cfg,
@@ -86,6 +94,7 @@ def run(root: Path, store, run_id: str, *, version: str = "md5:v1", cfg: Publish
         params={"publish": {"model": cfg.model}},
         metrics={"m": {"accuracy": 0.5}},
         root=root,
+        exports_dir=exports_dir,
     )
 
 
@@ -558,18 +567,7 @@ def test_exports_are_published_and_the_champion_serves_them_verified(
     root = exported_project(tmp_path / "p")
     store = store_factory(kind, request, tmp_path, "exp")()
     cfg = dataclasses.replace(CFG, artifacts=(*CFG.artifacts, "exports"))
-    publish(
-        store=store,
-        cfg=cfg,
-        run_id="run-1",
-        prepared=open_prepared(root / "data/prepared"),
-        dataset_version="md5:v1",
-        git_commit=None,
-        params={},
-        metrics=None,
-        root=root,
-        exports_dir="exports",
-    )
+    run(root, store, "run-1", cfg=cfg, exports_dir="exports")
     manifest, champion = read(store, "runs/run-1/manifest.json"), read(store, "champion.json")
     local = {p.relative_to(root).as_posix() for p in (root / "exports").rglob("*") if p.is_file()}
     listed = {f["path"]: f["sha256"] for f in manifest["files"]}
@@ -610,16 +608,5 @@ def test_exports_of_another_model_file_are_not_published(tmp_path: Path) -> None
     store = open_store(str(tmp_path / "store"))
     cfg = dataclasses.replace(CFG, artifacts=(*CFG.artifacts, "exports"))
     with pytest.raises(UserError, match=r"exports/m was exported from another models/m/model"):
-        publish(
-            store=store,
-            cfg=cfg,
-            run_id="run-1",
-            prepared=open_prepared(root / "data/prepared"),
-            dataset_version="md5:v1",
-            git_commit=None,
-            params={},
-            metrics=None,
-            root=root,
-            exports_dir="exports",
-        )
+        run(root, store, "run-1", cfg=cfg, exports_dir="exports")
     assert store.get_bytes("champion.json") is None and store.get_bytes("runs/run-1/x") is None
