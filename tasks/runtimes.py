@@ -129,6 +129,7 @@ def pointer_exports(
         fmt: {
             "path": f"{prefix}/{entry['file']}",
             "sha256": entry["sha256"],
+            "input_size": info["input_size"],  # the uint8 side it takes (tasks.serving request)
             "latency_ms": entry["latency_ms"],
             "images_per_s": entry["images_per_s"],
             **({"files": folders[fmt]} if fmt in folders else {}),
