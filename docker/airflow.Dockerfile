@@ -44,9 +44,10 @@ COPY --chown=airflow:0 tasks/ tasks/
 COPY --chown=airflow:0 dags/ dags/
 COPY --chown=airflow:0 expectations/ expectations/
 COPY --chown=airflow:0 params.yaml dvc.yaml dvc.lock .dvcignore ./
-# Mount points of the shared DVC cache and the DAG's run workspaces (compose volumes), made
-# by this user so the volumes start owned by it (and .dvc/ stays writable for config.local).
-RUN mkdir -p .dvc/cache airflow_home
+# Mount points of the shared DVC cache, the DAG's run workspaces, the published runs and the
+# served models (compose volumes), made by this user so the volumes start owned by it (and
+# .dvc/ stays writable for config.local).
+RUN mkdir -p .dvc/cache airflow_home published serving
 COPY --chown=airflow:0 .dvc/config .dvc/config
 COPY --chown=airflow:0 --chmod=0755 docker/entrypoint.sh docker/init-airflow.sh docker/create_bucket.py \
      docker/

@@ -266,3 +266,31 @@ def test_object_store_keys_reach_only_the_services_that_use_them() -> None:
         "POSTGRES_PASSWORD",
         "POSTGRES_DB",
     }
+
+
+def test_serving_reads_what_the_workers_publish_and_serves_what_sync_places() -> None:
+    """Workers publish into `published`; serving-sync reads it and fills the model base path
+    TF Serving watches: the same volumes, and the folder is TF Serving's model name."""
+    services = compose()["services"]
+    mounts = {
+        name: dict(tuple(m.split(":")[:2]) for m in svc.get("volumes", []))
+        for name, svc in services.items()
+    }
+    published = "/opt/project/published"  # params.yaml's relative default, in the image
+    for worker in ("airflow-worker", "airflow-worker-gpu"):
+        assert mounts[worker].get("published") == published, worker
+    sync = [str(w) for w in services["serving-sync"]["command"]]
+    assert sync[:3] == ["python", "-m", "tasks.serving"]
+    assert sync[sync.index("--destination") + 1] == published
+    assert mounts["serving-sync"]["published"] == published
+    base = Path(sync[sync.index("sync") + 1])  # <volume mount>/<model name>
+    assert mounts["serving-sync"]["serving-models"] == str(base.parent)
+    tf_serving = services["serving"]
+    assert tf_serving["image"].startswith("tensorflow/serving:")
+    assert mounts["serving"]["serving-models"] == "/models"  # the image's MODEL_BASE_PATH
+    assert tf_serving["environment"]["MODEL_NAME"] == base.name
+    assert services["serving-sync"]["profiles"] == tf_serving["profiles"] == ["serving"]
+    assert any(p.endswith(":8501") and p.startswith("127.0.0.1:") for p in tf_serving["ports"])
+    dockerfile_text = (ROOT / "docker" / "airflow.Dockerfile").read_text()
+    made = re.search(r"^RUN mkdir -p (.+)$", dockerfile_text, re.M).group(1).split()
+    assert {"published", "serving"} <= set(made), "volume mount points the user cannot write"
