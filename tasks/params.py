@@ -353,6 +353,7 @@ class VisualizeParams:
     activation_layers: LayersOrAuto
     min_map_side: Int = Field(ge=1)
     activation_channels: Count
+    change_images: Count
     first_conv_layer: Str
     filter_layers: tuple[Str, ...]
     filter_indices: tuple[Annotated[Int, Field(ge=0)], ...]

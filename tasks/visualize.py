@@ -124,6 +124,7 @@ def figures(
                 classes=prepared.classes,
             )
     yield from activation_figures(models, cfg=cfg, image=image)
+    yield from change_figures(models, images=np.asarray(images[: cfg.change_images]))
     yield from filter_figures(models, cfg=cfg, image=image)
 
 
@@ -301,6 +302,25 @@ def activation_figures(
                 maps, layer=layer, channels=cfg.activation_channels, input_side=side, diffs=diffs
             ),
         )
+
+
+def change_figures(models: list[Loaded], *, images: np.ndarray) -> Iterator[Item]:
+    """How much each stage's weights and representation changed, model to model."""
+    from tasks.figures import activations as act
+    from tasks.figures import changes
+
+    if len(models) < 2:
+        return
+    stages = act.stage_outputs(models[-1].chain)
+    found = changes.pair_changes({m.name: m.chain for m in models}, images, stages)
+    yield Item(
+        "activations",
+        "changes-per-stage",
+        f"What training changed in the backbone, stage by stage, on {len(images)} test images "
+        f"(at every input size, also where the maps are too small to draw): "
+        f"{changes.change_note(found)}",
+        changes.changes_figure(found),
+    )
 
 
 def activation_layers(cfg: VisualizeParams, chain, image: np.ndarray) -> tuple[list[str], str]:

@@ -275,3 +275,32 @@ def test_learning_curves_put_both_phases_on_one_axis_with_the_boundary():
     assert list(train.get_xdata()) == [1, 2, 3] and list(train.get_ydata()) == [1.0, 0.8, 0.5]
     boundaries = [ln for ln in loss_ax.lines if ln.get_linestyle() == ":"]
     assert [ln.get_xdata()[0] for ln in boundaries] == [2.5]
+
+
+@pytest.mark.slow
+def test_stage_changes_are_zero_when_frozen_and_name_the_trained_stage(chain, tmp_path):
+    """A copy of the model with only conv5's kernels moved: weights change only in conv5,
+    the conv1..conv4 outputs do not move and the conv5 output does, at 1x1 maps too."""
+    from tasks.figures import changes, save
+
+    model = chain.model
+    trained = keras.models.clone_model(model)
+    trained.set_weights(model.get_weights())
+    moved = split(trained)
+    for layer in moved.backbone.layers:
+        if layer.name.startswith("conv5") and isinstance(layer, keras.layers.Conv2D):
+            layer.kernel.assign(layer.kernel * 1.1)
+    images = np.random.default_rng(2).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    stages = activations.stage_outputs(chain)
+    found = changes.pair_changes({"fe": chain, "same": chain, "ft": moved}, images, stages)
+    frozen, tuned = found["same - fe"], found["ft - same"]
+    assert not any(frozen[0].values()) and max(frozen[1].values()) < 1e-6
+    assert {n.split("_")[0] for n, v in tuned[0].items() if v > 0} == {"conv5"}
+    assert all(abs(v - 0.1) < 1e-3 for n, v in tuned[0].items() if n.startswith("conv5"))
+    assert max(tuned[1][s] for s in stages[:-1]) < 1e-6 < tuned[1][stages[-1]]
+    note = changes.change_note(found)
+    assert "same - fe: no backbone weight changed (frozen)" in note
+    assert "ft - same: weights of conv5 changed" in note
+    path = save(changes.changes_figure(found), tmp_path / "changes.png", dpi=60)
+    print(path)
+    assert path.stat().st_size > 10_000
