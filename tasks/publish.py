@@ -362,6 +362,7 @@ def decision_of(new: Score, verdict: Verdict) -> dict[str, Any]:
     champion = verdict.champion
     return {
         "status": "champion" if verdict.promote or verdict.held else "challenger",
+        "promoted": verdict.promote,  # champion.json now points to this run (not: held already)
         "reason": verdict.reason,
         "metric": new.metric,
         "value": new.value,

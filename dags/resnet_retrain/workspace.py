@@ -284,7 +284,7 @@ def publish_outcome(record_path: Path, run_id: str) -> dict[str, Any]:
             "published": False,
             "reason": f"nothing changed since run {record.get('run_id')}; nothing new to publish",
         }
-    keys = ("status", "reason", "uri", "metric", "value", "champion_value")
+    keys = ("status", "promoted", "reason", "uri", "metric", "value", "champion_value")
     return {"published": True, **{k: record.get(k) for k in keys}}
 
 

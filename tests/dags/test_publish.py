@@ -128,6 +128,7 @@ def test_local_publish_gate_and_idempotent_republish(tmp_path: Path) -> None:
 
     first = run(root, store, "run-1")
     assert first["status"] == "champion" and first["value"] == pytest.approx(0.6)
+    assert first["promoted"] is True
     manifest = assert_manifest_matches(store, "run-1", root)
     assert manifest["dataset_version"] == "md5:v1" and manifest["git_commit"] == "abc123"
     champion = read(store, "champion.json")
@@ -138,12 +139,14 @@ def test_local_publish_gate_and_idempotent_republish(tmp_path: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*")}
     again = run(root, store, "run-1")
     assert again["uploaded"] == 0 and again["status"] == "champion"
+    assert again["promoted"] is False  # held: champion.json was not written again
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*")} == before
 
     # a worse model (always "one": accuracy 0.2) is published as a challenger
     constant_model(root / "models/m/model.keras", answer=1)
     worse = run(root, store, "run-2")
     assert worse["status"] == "challenger" and "does not beat" in worse["reason"]
+    assert worse["promoted"] is False
     assert read(store, "champion.json") == champion
     assert_manifest_matches(store, "run-2", root)
 
