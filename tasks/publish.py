@@ -35,7 +35,7 @@ import logging
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -124,9 +124,13 @@ def publish(
     root: Path = Path("."),
     evaluated: Path | None = None,
     exports_dir: str | None = None,
+    report: str | None = None,
 ) -> dict[str, Any]:
     """Plan (read, hash, score, gate: nothing written), then apply: the run's files, its
     manifest, and last the champion, if the gate says so.
+
+    `report`: visualize.report; when it is among the files, the copy uploaded carries the
+    gate's decision in its answer (tasks.headline.with_decision).
 
     `evaluated`: the evaluate stage's details folder of `publish.model`; its test-split
     predictions are reused when they are provably of this model file and these labels.
@@ -136,30 +140,40 @@ def publish(
     files = collect(cfg.artifacts, root=root)
     manifest_key = f"runs/{run_id}/{MANIFEST}"
     existing = store.get(manifest_key)  # first store call: fails fast if the store is down
+    published = _parse(store, manifest_key, existing)
+    uri = f"{store.uri}/runs/{run_id}"
+    report = report if report in files else None
     run = candidate(
         cfg=cfg,
         run_id=run_id,
         files=files,
         root=root,
-        uri=f"{store.uri}/runs/{run_id}",
-        existing=_parse(store, manifest_key, existing),
+        uri=uri,
+        existing=published,
         prepared=prepared,
         dataset_version=dataset_version,
         evaluated=evaluated,
         exports_dir=exports_dir,
+        decided=report,
     )
 
     judge = functools.partial(verdict_on, store=store, run=run, cfg=cfg, prepared=prepared)
-    plan = plan_run(
-        run,
-        judge(store.get(CHAMPION)),
-        existing=existing,
-        git_commit=git_commit,
-        dataset_version=dataset_version,
-        params=params,
-        metrics=metrics,
-    )
-    uploaded = apply(store, plan)
+    verdict = judge(store.get(CHAMPION))
+    with tempfile.TemporaryDirectory() as tmp:
+        if report:  # the uploaded report says what the gate decided (its manifest's decision)
+            decision = published["decision"] if published else decision_of(run.score, verdict)
+            run = with_decided_report(run, report, decision, Path(tmp) / Path(report).name)
+            same_files(published, run.hashes, uri=uri)
+        plan = plan_run(
+            run,
+            verdict,
+            existing=existing,
+            git_commit=git_commit,
+            dataset_version=dataset_version,
+            params=params,
+            metrics=metrics,
+        )
+        uploaded = apply(store, plan)
     verdict = promote(store, run, plan, judge)
     decision = decision_of(run.score, verdict)
     log.info(
@@ -172,6 +186,7 @@ def publish(
         "files": len(run.files),
         "uploaded": uploaded,
         "dataset_version": dataset_version,
+        "report": f"{uri}/{report}" if report else None,
         **decision,
     }
 
@@ -188,15 +203,13 @@ def candidate(
     dataset_version: str,
     evaluated: Path | None,
     exports_dir: str | None = None,
+    decided: str | None = None,
 ) -> Candidate:
     """The run's files, hashed, and its score; a run id published before must hold the same
-    files."""
+    files (but for `decided`, the report publish fills the decision into: checked once it
+    is filled in)."""
     hashes = {rel: hash_file(path) for rel, path in files.items()}
-    if existing is not None and _file_table(existing) != _table(hashes):
-        raise UserError(
-            f"{uri} was already published with different files; set "
-            "a new publish.run_id (published runs are never overwritten)"
-        )
+    same_files(existing, hashes, uri=uri, skip=decided)
     model = hashes.get(f"{cfg.model}/{MODEL_FILE}")
     new = score(
         model_file=root / cfg.model / MODEL_FILE,
@@ -250,6 +263,31 @@ def published_exports(
         if inside:
             folders[fmt] = inside
     return pointer_exports(info, prefix=f"{prefix}/{folder}", folders=folders)
+
+
+def same_files(
+    published: dict | None, hashes: dict[str, FileHash], *, uri: str, skip: str | None = None
+) -> None:
+    """A run id published before must hold the same files (but `skip`)."""
+    if published is None:
+        return
+    table = [f for f in _file_table(published) if f["path"] != skip]
+    if table != [f for f in _table(hashes) if f["path"] != skip]:
+        raise UserError(
+            f"{uri} was already published with different files; set "
+            "a new publish.run_id (published runs are never overwritten)"
+        )
+
+
+def with_decided_report(run: Candidate, report: str, decision: dict, path: Path) -> Candidate:
+    """`run` with its report replaced by a copy at `path` that states `decision`."""
+    from tasks.headline import with_decision
+
+    html = run.files[report].read_text(encoding="utf-8")
+    path.write_text(with_decision(html, decision), encoding="utf-8")
+    files, hashes = dict(run.files), dict(run.hashes)
+    files[report], hashes[report] = path, hash_file(path)
+    return replace(run, files=files, hashes=hashes)
 
 
 def verdict_on(
@@ -599,6 +637,7 @@ def main() -> None:
             metrics=json.loads(metrics_file.read_text()) if metrics_file.is_file() else None,
             evaluated=_details_of(params.publish.model, params),
             exports_dir=params.export.out_dir,
+            report=params.visualize.report,
         )
     except StoreUnavailable as e:  # the champion and the bucket are untouched
         print(f"error: {e}", file=sys.stderr)

@@ -2,10 +2,13 @@
 
     python -m tasks.report [--params params.yaml]     # rebuild it from existing outputs
 
-Run id, dataset and its version, params, metrics, per-class tables, confused pairs, every
-figure of figures/figures.json, the validation summary, and relative links to the raw
-files (they resolve as long as the run folder keeps its layout). `collect` reads the disk,
-`build_html` is pure (templates/report.html.j2), `write_report` writes atomically.
+It leads with the answer (tasks/headline.py: which strategy won and by how much, the
+held-out classes' recall under each, the study's recommendation, and the champion line that
+publish fills into the copy it uploads), then the run id, dataset and its version, metrics,
+per-class tables, confused pairs, every figure of figures/figures.json, the validation
+checks, params, and relative links to the raw files (they resolve as long as the run folder
+keeps its layout). `collect` reads the disk, `build_html` is pure (templates/report.html.j2),
+`write_report` writes atomically.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks import templates
+from tasks import headline, templates
 from tasks.common import atomic_write_text, run_main
 from tasks.layout import (
     COMPARISON,
@@ -40,6 +43,17 @@ FIGURE_SECTIONS = {  # report sections of figures that belong to no single model
     "filters": "Convolution filters",
 }
 MODEL_SIDE_FILES = (TRAIN_INFO, HISTORY)  # linked; a published run folder holds them too
+KEY_METRICS = (  # the metrics table's columns; every metric is in the folded full table
+    "accuracy",
+    "top5_accuracy",
+    "f1_macro",
+    "loss",
+    "holdout_recall",
+    "others_accuracy",
+    "ece",
+    "ece_calibrated",
+    "n_images",
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,7 @@ class StageOutputs:
     validation_summary: Path
     split: str  # the split the metrics were measured on
     study_dir: Path | None = None  # study.out_dir: shown when the study stage wrote it
+    metric: str = "accuracy"  # publish.metric: the answer compares the strategies on it
 
 
 def stage_outputs(params: Params) -> StageOutputs:
@@ -65,6 +80,7 @@ def stage_outputs(params: Params) -> StageOutputs:
         validation_summary=Path(params.visualize.validation_summary),
         split=params.evaluate.split,
         study_dir=Path(params.study.out_dir),
+        metric=params.publish.metric,
     )
 
 
@@ -81,8 +97,10 @@ def collect(outs: StageOutputs, *, run_id: str, params: dict, report: Path) -> d
     for f in figures:
         png = outs.figures_dir / f["file"]
         f["png"] = png.read_bytes() if png.is_file() else b""
+    study = _study(outs.study_dir)
     return {
         "run_id": run_id,
+        "answer": headline.answer(metrics, metric=outs.metric, study=study),
         "commit": git_commit(None),
         "created": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC",
         "dataset": _dataset(outs.prepared_dir, outs.split),
@@ -98,7 +116,7 @@ def collect(outs: StageOutputs, *, run_id: str, params: dict, report: Path) -> d
         "comparison": _csv(outs.metrics_dir / COMPARISON),
         "validation": _json(outs.validation_summary),
         "figures": figures,
-        "study": _study(outs.study_dir),
+        "study": study,
         "links": _links(raw_files(outs, models=list(metrics), figures=figures), report),
     }
 
@@ -130,15 +148,19 @@ def build_html(ctx: dict) -> str:
     return templates.render(
         "report.html.j2",
         run_id=ctx["run_id"],
+        answer=ctx["answer"],
+        decision=headline.decision_html(None),  # pending: publish fills in its copy
         facts=_facts(ctx),
         nav=[
+            ("answer", "answer"),
             ("metrics", "metrics"),
             *([("study", "unfreezing study")] if ctx.get("study") else []),
             *[(_anchor(name), name) for name in ctx["models"]],
             *FIGURE_SECTIONS.items(),
             *[(s, s) for s in ("validation", "params", "files")],
         ],
-        metrics=[{"model": name, **m} for name, m in ctx["metrics"].items()],
+        metrics=_metric_rows(ctx["metrics"], KEY_METRICS),
+        all_metrics=_metric_rows(ctx["metrics"]),
         comparison=ctx["comparison"],
         models=[
             {
@@ -153,6 +175,7 @@ def build_html(ctx: dict) -> str:
         figure_sections=FIGURE_SECTIONS,
         figures=ctx["figures"],
         validation=None if v is None else json.dumps(v, indent=2, default=str),
+        checks=_checks(v),
         passed=v.get("passed") if isinstance(v, dict) else None,
         params=yaml.safe_dump(_plain(ctx["params"]), sort_keys=False),
         links=ctx["links"],
@@ -174,6 +197,37 @@ def _facts(ctx: dict) -> dict[str, str]:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _metric_rows(metrics: dict[str, dict], keys: tuple[str, ...] | None = None) -> list[dict]:
+    """One row per model, the held-out dict flattened; only `keys` (those present) if given."""
+    from tasks.evaluate import holdout_columns
+
+    rows = [
+        {"model": name} | {k: v for k, v in m.items() if k != "holdout"} | holdout_columns(m)
+        for name, m in metrics.items()
+    ]
+    if keys is None:
+        return rows
+    shown = [k for k in keys if any(k in r for r in rows)]
+    return [{"model": r["model"]} | {k: r.get(k) for k in shown} for r in rows]
+
+
+def _checks(summary) -> list[dict]:
+    """validate's checks as table rows, failures first (summary.json's `checks`)."""
+    checks = summary.get("checks", []) if isinstance(summary, dict) else []
+    rows = [
+        {
+            "check": c.get("name"),
+            "result": "pass" if c.get("success") else "FAIL",
+            "severity": c.get("severity"),
+            "observed": c.get("observed"),
+            "expected": c.get("expected"),
+            "suite": c.get("suite"),
+        }
+        for c in checks
+    ]
+    return sorted(rows, key=lambda r: r["result"] == "pass")
 
 
 def _dataset(prepared_dir: Path, split: str) -> dict:

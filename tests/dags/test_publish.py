@@ -152,6 +152,56 @@ def test_local_publish_gate_and_idempotent_republish(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_published_report_says_what_the_gate_decided(tmp_path: Path) -> None:
+    from tasks.headline import decision_html
+
+    pending = f"<h1>Run</h1>{decision_html(None)}<p>figures</p>".encode()
+    root = project(tmp_path / "p", test_labels=[0, 0, 0, 1, 2], answer=0)
+    (root / "reports/report.html").write_bytes(pending)
+    store = open_store(str(tmp_path / "store"))
+
+    def published(run_id: str) -> str:
+        return store.get_bytes(f"runs/{run_id}/reports/report.html").decode()
+
+    first = publish_report(root, store, "run-1")
+    assert first["report"] == f"{store.uri}/runs/run-1/reports/report.html"
+    page = published("run-1")
+    assert "New champion:" in page and "no champion yet" in page and "not decided" not in page
+    assert page.endswith("<p>figures</p>")
+    assert (root / "reports/report.html").read_bytes() == pending  # visualize's output kept
+    entry = next(
+        f for f in read(store, "runs/run-1/manifest.json")["files"] if f["path"].endswith(".html")
+    )
+    assert entry["sha256"] == hashlib.sha256(page.encode()).hexdigest()
+
+    # published again: the same decided bytes, so nothing is uploaded and nothing refused
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*")}
+    assert publish_report(root, store, "run-1")["uploaded"] == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*")} == before
+
+    constant_model(root / "models/m/model.keras", answer=1)  # 0.2: a challenger
+    publish_report(root, store, "run-2")
+    assert "Challenger:" in published("run-2") and "the champion stays run run-1" in published(
+        "run-2"
+    )
+
+
+def publish_report(root: Path, store, run_id: str) -> dict:
+    return publish(
+        store=store,
+        cfg=CFG,
+        run_id=run_id,
+        prepared=open_prepared(root / "data/prepared"),
+        dataset_version="md5:v1",
+        git_commit="abc123",
+        params={},
+        metrics=None,
+        root=root,
+        report="reports/report.html",
+    )
+
+
+@pytest.mark.slow
 def test_republish_with_other_files_under_the_same_run_id_is_refused(tmp_path: Path) -> None:
     root = project(tmp_path / "p", test_labels=[0, 1], answer=0)
     store = open_store(str(tmp_path / "store"))

@@ -101,7 +101,29 @@ def tiny_run(root: Path) -> None:
         )
     _folder(root / "reports/validation")
     (root / "reports/validation/summary.json").write_text(
-        json.dumps({"passed": True, "suites": {"prepared": {"success": True, "evaluated": 12}}})
+        json.dumps(
+            {
+                "passed": True,
+                "checks": [  # as tasks.validate writes them
+                    {
+                        "name": "labels_in_range",
+                        "suite": "images",
+                        "severity": "error",
+                        "success": True,
+                        "observed": "0 out of range",
+                        "expected": "0",
+                    },
+                    {
+                        "name": "class_balance",
+                        "suite": "classes",
+                        "severity": "warning",
+                        "success": False,
+                        "observed": "ratio 0.31",
+                        "expected": ">= 0.5",
+                    },
+                ],
+            }
+        )
     )
     (root / "params.yaml").write_text(params_yaml(yaml.safe_load(PARAMS)))
 
@@ -199,6 +221,15 @@ def test_report_opens_in_chromium_with_every_image_and_link(tmp_path, monkeypatc
     ):
         assert expected in text, expected
     assert (shots / "report.png").stat().st_size > 10_000
+    # it leads with the answer: the strategies compared on publish.metric, the gate pending
+    answer = text[text.index("Answer") : text.index("created")]
+    assert "on accuracy" in answer and "feature extraction" in answer
+    assert "Champion gate: not decided yet" in answer
+    assert text.index("Answer") < text.index("Metrics") < text.index("Validation")
+    # validation as a table, failures first; the raw JSON folded away
+    checks = text[text.index("Validation") : text.index("Params")]
+    assert checks.index("class_balance") < checks.index("labels_in_range")
+    assert "FAIL" in checks and "ratio 0.31" in checks
 
     # `make run` ends with the metrics per model and the report's path
     from tasks.params import load_params
@@ -210,6 +241,7 @@ def test_report_opens_in_chromium_with_every_image_and_link(tmp_path, monkeypatc
         report=Path(params.visualize.report),
     )
     assert "fine_tune" in last and "feature_extraction" in last and str(report) in last
+    assert "answer    " in last and "on accuracy" in last
 
     # the report is one file: moved elsewhere alone, every image still shows
     alone = tmp_path / "elsewhere/report.html"
