@@ -34,7 +34,11 @@ uploads the exports with the run.
 * **Publishing** (`publish.destination`, credentials from the `orchestration.aws_conn_id`
   connection or the environment) uploads the run with a manifest and moves `champion.json`
   only for a better model; the `publish` task's result says champion, challenger or nothing
-  new. Then `dvc push` (skipped without a DVC remote) and the workspace is removed.
+  new. Only a **new champion** updates the `<dag_id>_published` asset (through the
+  `<dag_id>_new_champion` alias), with the run id, metric and value, the previous champion's
+  value, the dataset version and the published report's URI as the event's extra: schedule a
+  deploy DAG on that asset. Then `dvc push` (skipped without a DVC remote) and the workspace
+  is removed.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from typing import Any
 
 from airflow.sdk import (
     Asset,
+    AssetAlias,
     AssetOrTimeSchedule,
     CronTriggerTimetable,
     Param,
@@ -75,10 +80,13 @@ KUBERNETES = CFG.training_executor == "kubernetes"
 FORM_KEYS = [k for k in CFG.run_params if CFG.study or not k.startswith("train.sweep.")]
 FIELDS = run_params.param_specs(PARAMS, tuple(FORM_KEYS), descriptions(PROJECT / "params.yaml"))
 DATASET = Asset(name=f"{CFG.dag_id}_dataset", uri=CFG.dataset_asset)  # new data: a run
-PUBLISHED = Asset(
+PUBLISHED = Asset(  # a new champion: what a downstream "deploy it" DAG schedules on
     name=f"{CFG.dag_id}_published",
     uri=workspace.champion_uri(PROJECT, PARAMS.publish.destination),
 )
+# publish's outlet: an alias emits nothing unless the task adds an event, which it does only
+# for a new champion (a plain Asset outlet fires on every successful publish task)
+NEW_CHAMPION = AssetAlias(f"{CFG.dag_id}_new_champion")
 
 
 def _checked(fn):
@@ -151,6 +159,8 @@ def run_stage(stage: str, label: str | None = None) -> dict[str, Any]:
     if stage == "publish":
         result |= workspace.publish_outcome(ws / PARAMS.publish.record, run["run_id"])
         logging.getLogger(__name__).info("publish: %s", result)
+        if extra := workspace.champion_event(result):
+            get_current_context()["outlet_events"][NEW_CHAMPION].add(PUBLISHED, extra=extra)
     return result
 
 
@@ -275,7 +285,7 @@ def resnet_retrain() -> None:
     train_feature_extraction = stage("train_feature_extraction", training=True)
     train_fine_tune = stage("train_fine_tune", training=True)
     evaluate, visualize = stage("evaluate"), stage("visualize")
-    publish = stage("publish", outlets=[PUBLISHED])
+    publish = stage("publish", outlets=[NEW_CHAMPION])
     audit, export = stage("audit"), stage("export")
 
     configure() >> fetch >> prepare >> validate >> backbone >> features

@@ -284,8 +284,27 @@ def publish_outcome(record_path: Path, run_id: str) -> dict[str, Any]:
             "published": False,
             "reason": f"nothing changed since run {record.get('run_id')}; nothing new to publish",
         }
-    keys = ("status", "promoted", "reason", "uri", "metric", "value", "champion_value")
-    return {"published": True, **{k: record.get(k) for k in keys}}
+    keys = (
+        "status",
+        "promoted",
+        "reason",
+        "uri",
+        "report",
+        "metric",
+        "value",
+        "champion_value",
+        "dataset_version",
+    )
+    return {"published": True, "run_id": run_id, **{k: record.get(k) for k in keys}}
+
+
+def champion_event(outcome: dict[str, Any]) -> dict[str, Any] | None:
+    """The `published` asset event's extra when publish promoted a new champion, else None
+    (a challenger, a run that held the title already, or nothing new published)."""
+    if not (outcome.get("published") and outcome.get("promoted")):
+        return None
+    keys = ("run_id", "metric", "value", "champion_value", "dataset_version", "report", "uri")
+    return {k: outcome.get(k) for k in keys}
 
 
 def has_remote(ws: Path) -> bool:

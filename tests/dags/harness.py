@@ -2,8 +2,8 @@
 
 `copy_project` copies the project's code and config (no data, no cache) to a folder with its
 own orchestration settings; `Airflow` gives it a private AIRFLOW_HOME (SQLite) and runs
-`dag.test()` in a child process, returning the run's state, task states and what the
-publish task returned.
+`dag.test()` in a child process, returning the run's state, task states, what the
+publish task returned and the asset events the run emitted.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ RUNNER = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import retrain
+from airflow.models.asset import AssetEvent, AssetModel
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 
@@ -35,8 +36,14 @@ with create_session() as session:
     row = session.query(XComModel).filter_by(run_id=dr.run_id, task_id="publish",
                                              key="return_value").first()
     publish = XComModel.deserialize_value(row) if row is not None else None
+    events = [
+        {"asset": name, "extra": e.extra}
+        for e, name in session.query(AssetEvent, AssetModel.name)
+        .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+        .filter(AssetEvent.source_run_id == dr.run_id)
+    ]
 print("RESULT " + json.dumps({"run_id": dr.run_id, "state": str(dr.state), "tasks": states,
-                             "publish": publish}, default=str))
+                             "publish": publish, "asset_events": events}, default=str))
 """
 
 

@@ -145,3 +145,41 @@ def test_a_cpu_workers_task_log_leaves_out_tensorflows_cuda_probe_lines() -> Non
     ]
     assert all(workspace.gpu_probe_noise(line) for line in noise)
     assert not any(workspace.gpu_probe_noise(line) for line in kept)
+
+
+def test_only_a_new_champion_makes_a_published_asset_event(tmp_path: Path) -> None:
+    record = tmp_path / "publish.json"
+
+    def outcome(run_id: str = "run-2", **decision) -> dict:
+        record.write_text(
+            json.dumps(
+                {
+                    "run_id": "run-2",
+                    "uri": "file:///p/runs/run-2",
+                    "report": "file:///p/runs/run-2/reports/report.html",
+                    "metric": "accuracy",
+                    "value": 0.95,
+                    "champion_run": "run-1",
+                    "champion_value": 0.93,
+                    "dataset_version": "md5:abc.dir",
+                    "reason": "why",
+                    **decision,
+                }
+            )
+        )
+        return workspace.publish_outcome(record, run_id)
+
+    extra = workspace.champion_event(outcome(status="champion", promoted=True))
+    assert extra == {
+        "run_id": "run-2",
+        "metric": "accuracy",
+        "value": 0.95,
+        "champion_value": 0.93,
+        "dataset_version": "md5:abc.dir",
+        "report": "file:///p/runs/run-2/reports/report.html",
+        "uri": "file:///p/runs/run-2",
+    }
+    assert workspace.champion_event(outcome(status="challenger", promoted=False)) is None
+    assert workspace.champion_event(outcome(status="champion", promoted=False)) is None  # held
+    # the record is an earlier run's (restored from the run-cache): nothing new, no event
+    assert workspace.champion_event(outcome("run-3", status="champion", promoted=True)) is None

@@ -74,6 +74,10 @@ def test_dag_publishes_into_the_project_keeps_the_champion_across_runs_and_survi
     assert ran >= set(stages) - opt_in and not ran & opt_in, sorted(ran)
     assert first["publish"]["published"] and first["publish"]["status"] == "champion"
     run_id = first["publish"]["uri"].rsplit("/", 1)[-1]
+    (event,) = first["asset_events"]  # a new champion: the one `published` asset event
+    assert event["asset"] == "resnet_retrain_published"
+    assert event["extra"]["run_id"] == run_id and event["extra"]["metric"] == "accuracy"
+    assert event["extra"]["report"] == f"{first['publish']['uri']}/reports/report.html"
     assert first["publish"]["uri"] == f"{published.resolve().as_uri()}/runs/{run_id}"
     assert not (tmp_path / "workspaces" / run_id).exists()  # cleanup removed the workspace...
     run_dir = published / "runs" / run_id  # ...but not what the run published
@@ -84,6 +88,7 @@ def test_dag_publishes_into_the_project_keeps_the_champion_across_runs_and_survi
     assert any(f["path"].endswith("model.keras") for f in manifest["files"])
     report = (run_dir / "reports/report.html").read_text()
     assert f"<h1>Run {run_id}</h1>" in report  # one id everywhere
+    assert "New champion:" in report and "no champion yet" in report  # publish's decision
     assert manifest["dataset_version"].startswith("md5:")
     champion = json.loads((published / "champion.json").read_text())
     assert champion["run_id"] == run_id
@@ -93,6 +98,7 @@ def test_dag_publishes_into_the_project_keeps_the_champion_across_runs_and_survi
     second = airflow.run(conf)
     assert second["state"] == "success", second["log"][-5000:]
     assert second["publish"]["published"] is False
+    assert second["asset_events"] == []  # nothing new: no deploy DAG fires
     assert not TRAINED.search(second["log"])
     assert listing(published) == after_first
 
@@ -103,6 +109,7 @@ def test_dag_publishes_into_the_project_keeps_the_champion_across_runs_and_survi
     assert not TRAINED.search(third["log"])
     assert third["publish"]["published"] and third["publish"]["status"] == "challenger"
     assert third["publish"]["champion_value"] == champion["value"]
+    assert third["asset_events"] == []  # a challenger is no new champion
     assert json.loads((published / "champion.json").read_text()) == champion
     third_id = third["publish"]["uri"].rsplit("/", 1)[-1]
     assert (published / "runs" / third_id / "manifest.json").is_file()
