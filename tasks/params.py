@@ -382,6 +382,7 @@ class PublishParams:
     model: Str
     metric: Literal["accuracy", "f1_macro", "recall_macro"]
     min_improvement: Fraction01
+    max_class_drop: Fraction01 | None
     batch_size: Int = Field(ge=1)
     record: Str
     retries: Int = Field(ge=1)

@@ -16,8 +16,10 @@ Layout at `publish.destination` (tasks/storage.py: local folder, file:// or s3:/
 
 A reader trusts a run only once its manifest exists. The gate scores `publish.model` on the
 prepared test split; it replaces the champion only if it beats the champion's score on the
-same dataset version by more than `publish.min_improvement` (a champion scored on another
-dataset version is re-scored on this one first). Otherwise the run stays a challenger.
+same dataset version by more than `publish.min_improvement` and no class's recall drops by
+more than `publish.max_class_drop` against the champion's (the decision names the class; a
+champion scored on another dataset version is re-scored on this one first). Otherwise the run
+stays a challenger.
 Publishing the same run again uploads nothing and changes nothing.
 
 `publish` plans first (hash, score, gate: nothing written), then applies the plan: files,
@@ -71,6 +73,7 @@ class Score:
     value: float
     dataset_version: str
     classes: list[str]
+    class_recall: dict[str, float] | None = None  # per class, on the same test split
 
 
 @dataclass(frozen=True)
@@ -388,6 +391,7 @@ def champion_pointer(run: Candidate, plan: Plan, previous: dict | None) -> dict[
         "classes": run.score.classes,
         "metric": run.score.metric,
         "value": run.score.value,
+        "class_recall": run.score.class_recall,  # the class-level gate's reference
         "split": "test",
         "promoted_at": _now(),
         "previous": {k: previous.get(k) for k in ("run_id", "value", "dataset_version")}
@@ -476,7 +480,23 @@ def score(
             f"{len(prepared.classes)} classes; retrain on this dataset"
         )
     value = compute_metrics(labels, probs)[metric]
-    return Score(metric, float(value), dataset_version, prepared.classes)
+    return Score(
+        metric,
+        float(value),
+        dataset_version,
+        prepared.classes,
+        class_recall(labels, probs.argmax(axis=1), prepared.classes),
+    )
+
+
+def class_recall(labels, predicted, classes: list[str]) -> dict[str, float]:
+    """{class: recall} on the test split (scikit-learn's; a class absent from it: 0)."""
+    from sklearn.metrics import recall_score
+
+    recall = recall_score(
+        labels, predicted, labels=list(range(len(classes))), average=None, zero_division=0
+    )
+    return {c: round(float(r), 6) for c, r in zip(classes, recall, strict=True)}
 
 
 def _evaluated_probs(folder: Path | None, model_sha256: str, labels) -> Any:
@@ -520,17 +540,45 @@ def gate(
         return False, "this run is already the champion", True
     if champion.get("classes") != new.classes:
         return True, "the classes changed; the old champion answers another question", False
-    if (
+    recorded = (
         champion.get("metric") == cfg.metric
         and champion.get("dataset_version") == new.dataset_version
-    ):
-        old = float(champion["value"])
-    else:  # another test set or metric: score the champion again on this one
+        and (cfg.max_class_drop is None or champion.get("class_recall"))
+    )
+    if recorded:
+        old = Score(
+            cfg.metric,
+            float(champion["value"]),
+            new.dataset_version,
+            new.classes,
+            champion.get("class_recall"),
+        )
+    else:  # another test set or metric (or no per-class record): score it again on this one
         old = rescore_champion(
             store, champion, cfg=cfg, prepared=prepared, dataset_version=new.dataset_version
         )
-        champion["value"], champion["dataset_version"] = old, new.dataset_version
-    return decide(new=new.value, old=old, min_improvement=cfg.min_improvement, metric=cfg.metric)
+        champion["value"], champion["dataset_version"] = old.value, new.dataset_version
+    promote, why, held = decide(
+        new=new.value, old=old.value, min_improvement=cfg.min_improvement, metric=cfg.metric
+    )
+    limit = cfg.max_class_drop
+    if promote and limit is not None:
+        drop = class_drop(old.class_recall or {}, new.class_recall or {}, limit)
+        if drop:
+            return False, f"{why}, but {drop}", False
+    return promote, why, held
+
+
+def class_drop(old: dict[str, float], new: dict[str, float], limit: float) -> str | None:
+    """The class whose recall fell the most, if by more than `limit`, in words; else None."""
+    drops = {c: old[c] - new[c] for c in old.keys() & new.keys()}
+    worst = max(drops, key=drops.get, default=None)
+    if worst is None or drops[worst] <= limit + 1e-9:
+        return None
+    return (
+        f"the recall of class '{worst}' drops from {old[worst]:.4f} to {new[worst]:.4f} "
+        f"(by more than publish.max_class_drop {limit})"
+    )
 
 
 def decide(
@@ -551,7 +599,7 @@ def decide(
 
 def rescore_champion(
     store: Store, champion: dict, *, cfg: PublishParams, prepared: Prepared, dataset_version: str
-) -> float:
+) -> Score:
     """Download the champion's model, check its sha256, score it on this test split."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / MODEL_FILE
@@ -562,7 +610,8 @@ def rescore_champion(
                 f"{CHAMPION}; the champion is damaged, fix or delete {CHAMPION}"
             )
         log.info(
-            "champion %s was scored on another dataset version; re-scoring it",
+            "champion %s was scored on another dataset version or metric, or without "
+            "per-class recall; re-scoring it",
             champion.get("run_id"),
         )
         return score(
@@ -571,7 +620,7 @@ def rescore_champion(
             metric=cfg.metric,
             dataset_version=dataset_version,
             batch_size=cfg.batch_size,
-        ).value
+        )
 
 
 def _table(hashes: dict[str, FileHash]) -> list[dict[str, Any]]:

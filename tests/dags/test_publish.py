@@ -220,12 +220,35 @@ def test_champion_from_another_dataset_version_is_rescored(tmp_path: Path) -> No
     # New data where class 1 dominates: the old champion would score 0.2 here, the new 0.8.
     # Compared with the recorded 0.8 the new model would never win; re-scored, it does.
     new = project(tmp_path / "new", test_labels=[1, 1, 1, 1, 0], answer=1)
-    result = run(new, store, "run-2", version="md5:v2")
+    overall = dataclasses.replace(CFG, max_class_drop=None)  # class 'zero' goes 1.0 -> 0.0
+    result = run(new, store, "run-2", version="md5:v2", cfg=overall)
     assert result["status"] == "champion"
     assert "0.2000" in result["reason"]
     champion = read(store, "champion.json")
     assert champion["run_id"] == "run-2" and champion["dataset_version"] == "md5:v2"
     assert champion["previous"]["run_id"] == "run-1"
+
+
+@pytest.mark.slow
+def test_a_better_model_that_loses_a_class_stays_a_challenger(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    root = project(tmp_path / "p", test_labels=[0, 0, 0, 1, 2], answer=1)  # 0.2, 'one' 1.0
+    run(root, store, "run-1")
+    champion = read(store, "champion.json")
+    assert champion["class_recall"] == {"zero": 0.0, "one": 1.0, "two": 0.0}
+
+    constant_model(root / "models/m/model.keras", answer=0)  # 0.6 overall, 'one' 1.0 -> 0.0
+    result = run(root, store, "run-2")
+    assert result["status"] == "challenger" and result["promoted"] is False
+    assert "the recall of class 'one' drops from 1.0000 to 0.0000" in result["reason"]
+    assert "0.6000 beats the champion's 0.2000" in result["reason"]
+    assert read(store, "champion.json") == champion
+    decision = read(store, "runs/run-2/manifest.json")["decision"]
+    assert "class 'one'" in decision["reason"]
+
+    # without the class-level gate the same model wins on the overall metric
+    overall = dataclasses.replace(CFG, max_class_drop=None)
+    assert run(root, store, "run-3", cfg=overall)["promoted"] is True
 
 
 @pytest.mark.slow
