@@ -90,17 +90,20 @@ NEW_CHAMPION = AssetAlias(f"{CFG.dag_id}_new_champion")
 
 
 def _checked(fn):
-    """Run fn; a stage's user error fails the task without retries, with its message."""
+    """Run fn; a user error (bad params or data, in this task or its stage) fails the task
+    without retries, with its one-line message: logged as is, and raised without the chain of
+    frames that led to it (the failure record still finds the cause in __context__)."""
+    import logging
+
     from airflow.sdk.exceptions import AirflowFailException
 
     try:
         return fn()
-    except workspace.StageFailed as e:
-        if e.user_error:
-            raise AirflowFailException(str(e)) from e
-        raise
-    except UserError as e:
-        raise AirflowFailException(str(e)) from e
+    except (workspace.StageFailed, UserError) as e:
+        if isinstance(e, workspace.StageFailed) and not e.user_error:
+            raise
+        logging.getLogger(__name__).error("user error: %s", e)
+        raise AirflowFailException(str(e)) from None
 
 
 def _run() -> dict[str, Any]:

@@ -344,8 +344,17 @@ def failure_record(context: dict[str, Any], failure_dir: Path) -> Path:
 
     ti = context["ti"]
     exc = context.get("exception")
-    cause = exc if isinstance(exc, StageFailed) else getattr(exc, "__cause__", None)
+    from tasks.common import UserError
+
+    # the stage's or task's own error: raised as is, or behind AirflowFailException (whose
+    # `from None` leaves it in __context__)
+    cause = (
+        exc
+        if isinstance(exc, StageFailed | UserError)
+        else getattr(exc, "__cause__", None) or getattr(exc, "__context__", None)
+    )
     stage_error = cause if isinstance(cause, StageFailed) else None
+    user_error = isinstance(cause, UserError) or bool(stage_error and stage_error.user_error)
     map_index = getattr(ti, "map_index", -1)
     name = ti.task_id + (f".{map_index}" if map_index not in (None, -1) else "")
     path = failure_dir / ti.dag_id / safe_id(ti.run_id) / f"{name}.try{ti.try_number}.json"
@@ -359,12 +368,12 @@ def failure_record(context: dict[str, Any], failure_dir: Path) -> Path:
             "try_number": ti.try_number,
             "failed_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "error": f"{type(exc).__name__}: {exc}" if exc else None,
-            "user_error": bool(stage_error and stage_error.user_error),
+            "user_error": user_error,
             "stage": stage_error.stage if stage_error else None,
             "exit_code": stage_error.code if stage_error else None,
-            "hint": "a user error (bad params or data): fix it and trigger a new run"
-            if stage_error and stage_error.user_error
-            else "transient: retried with backoff while orchestration.retries last; see the log",
+            "hint": "a user error (bad params or data), not retried: fix it and trigger a new run"
+            if user_error
+            else "retried with backoff while orchestration.retries last; see the log",
         },
     )
     log.error("failure record: %s", path)
