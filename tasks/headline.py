@@ -70,7 +70,13 @@ def holdout(metrics: dict[str, dict]) -> dict | None:
         if {"fine_tune", "feature_extraction"} <= recall.keys()
         else None
     )
-    return {"classes": next(iter(held.values()))["classes"], "recall": recall, "gain": gain}
+    first = next(iter(held.values()))
+    return {
+        "classes": first["classes"],
+        "support": first.get("support"),
+        "recall": recall,
+        "gain": gain,
+    }
 
 
 def decision_html(decision: dict | None) -> str:
@@ -91,7 +97,8 @@ def _holdout_sentence(held: dict) -> str:
     names = ", ".join(f"'{c}'" for c in held["classes"])
     what = f"held-out class {names}" if len(held["classes"]) == 1 else f"held-out classes {names}"
     parts = [f"{r:.2f} with {STRATEGIES.get(m, m)}" for m, r in held["recall"].items()]
-    text = f"Recall of the {what} (never seen by the backbone): {', '.join(parts)}"
+    images = f", {held['support']} test images" if held.get("support") else ""
+    text = f"Recall of the {what} (never seen by the backbone{images}): {', '.join(parts)}"
     if held["gain"] is not None:
         text += f"; fine-tuning {'adds' if held['gain'] >= 0 else 'loses'} {_points(held['gain'])}"
     return text + "."
