@@ -265,6 +265,7 @@ class TrainParams:
     batch_size: Int = Field(ge=1)
     epochs: Int = Field(ge=1)
     label_smoothing: Fraction01
+    class_weight: Literal["none", "balanced"] | dict[Str, Annotated[Float, Field(gt=0)]]
     patience: Int = Field(ge=1)
     reduce_lr_patience: Int = Field(ge=1)
     reduce_lr_factor: Float = Field(gt=0, lt=1)

@@ -108,7 +108,12 @@ def train_run(
         cfg=cfg,
         strategy=strategy or tf.distribute.get_strategy(),
         jit_compile=jit_compile,
-        fit=fit_settings(cfg, state_dir=state, fingerprint=fingerprint),
+        fit=fit_settings(cfg, state_dir=state, fingerprint=fingerprint)
+        | {
+            "class_weight": training.class_weights(
+                cfg.class_weight, prepared.labels("train"), prepared.classes
+            )
+        },
     )
     with phases.strategy.scope():
         model = build(cfg, augment=run.augment, prepared=prepared, weights=weights)

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from dvclive.keras import DVCLiveCallback
 
-from tasks.common import atomic_write_json
+from tasks.common import UserError, atomic_write_json
 from tasks.params import AugmentParams
 
 log = logging.getLogger(__name__)
@@ -298,6 +298,7 @@ def fit_phase(
     baseline_val_loss: float | None = None,
     target_val_accuracy: float | None = None,
     schedule: WarmupCosine | None = None,
+    class_weight: dict[int, float] | None = None,
 ) -> list[dict]:
     """Train a compiled model for one phase, resumably; returns the per-epoch history rows.
 
@@ -308,6 +309,7 @@ def fit_phase(
     `target_val_accuracy` ends the phase after the first epoch validating at least that well.
     `live_dir`: the model's DVCLive folder, after `earlier_rows` (its earlier phases' epochs).
     `schedule` sets the learning rate every step instead of ReduceLROnPlateau.
+    `class_weight` ({label: weight}, `class_weights`) weighs each example's loss by its class.
     """
     state_dir = Path(state_dir) / name
     state = _read_state(state_dir, fingerprint)
@@ -342,6 +344,7 @@ def fit_phase(
             callbacks=callbacks,
             verbose=verbosity(),
             shuffle=False,  # the dataset reshuffles itself each epoch (array_dataset)
+            class_weight=class_weight,
         )
     _finish(model, checkpoint, name=name)
     return checkpoint.rows
@@ -389,6 +392,28 @@ def _finish(model: keras.Model, checkpoint: _Checkpoint, *, name: str) -> None:
 def discard_state(state_dir: Path) -> None:
     """Remove a run's resume state once its outputs are safely written."""
     shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def class_weights(spec, labels: np.ndarray, classes: list[str]) -> dict[int, float] | None:
+    """train.class_weight as Keras' {label: weight}: None for "none"; "balanced" is
+    scikit-learn's n / (classes x count) on the train labels; a {class name: weight} mapping
+    weighs the classes it names and leaves the others at 1."""
+    if spec == "none":
+        return None
+    if spec == "balanced":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        present = np.unique(labels)
+        weights = dict.fromkeys(range(len(classes)), 1.0)
+        balanced = compute_class_weight("balanced", classes=present, y=labels)
+        return weights | {int(c): float(w) for c, w in zip(present, balanced, strict=True)}
+    unknown = sorted(set(spec) - set(classes))
+    if unknown:
+        raise UserError(
+            f"train.class_weight names {unknown}, which are not classes of this dataset; "
+            f"classes: {', '.join(classes)}"
+        )
+    return {i: float(spec.get(c, 1.0)) for i, c in enumerate(classes)}
 
 
 def config_fingerprint(*parts) -> str:
