@@ -66,6 +66,7 @@ def project(root: Path, *, test_labels: list[int], answer: int, extra: bytes = b
     return root
 
 
+REPORT = "reports/report.html"
 CFG = section(
     "publish",
     artifacts=("models/m", "metrics", "reports/report.html"),
@@ -83,6 +84,7 @@ def run(
     version: str = "md5:v1",
     cfg: PublishParams = CFG,
     exports_dir: str | None = None,
+    report: str | None = None,
 ):
     return publish(
         store=store,
@@ -95,6 +97,7 @@ def run(
         metrics={"m": {"accuracy": 0.5}},
         root=root,
         exports_dir=exports_dir,
+        report=report,
     )
 
 
@@ -163,7 +166,7 @@ def test_the_published_report_says_what_the_gate_decided(tmp_path: Path) -> None
     def published(run_id: str) -> str:
         return store.get_bytes(f"runs/{run_id}/reports/report.html").decode()
 
-    first = publish_report(root, store, "run-1")
+    first = run(root, store, "run-1", report=REPORT)
     assert first["report"] == f"{store.uri}/runs/run-1/reports/report.html"
     page = published("run-1")
     assert "New champion:" in page and "no champion yet" in page and "not decided" not in page
@@ -176,28 +179,13 @@ def test_the_published_report_says_what_the_gate_decided(tmp_path: Path) -> None
 
     # published again: the same decided bytes, so nothing is uploaded and nothing refused
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*")}
-    assert publish_report(root, store, "run-1")["uploaded"] == 0
+    assert run(root, store, "run-1", report=REPORT)["uploaded"] == 0
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*")} == before
 
     constant_model(root / "models/m/model.keras", answer=1)  # 0.2: a challenger
-    publish_report(root, store, "run-2")
+    run(root, store, "run-2", report=REPORT)
     assert "Challenger:" in published("run-2") and "the champion stays run run-1" in published(
         "run-2"
-    )
-
-
-def publish_report(root: Path, store, run_id: str) -> dict:
-    return publish(
-        store=store,
-        cfg=CFG,
-        run_id=run_id,
-        prepared=open_prepared(root / "data/prepared"),
-        dataset_version="md5:v1",
-        git_commit="abc123",
-        params={},
-        metrics=None,
-        root=root,
-        report="reports/report.html",
     )
 
 
