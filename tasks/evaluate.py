@@ -417,11 +417,13 @@ def _read_json(path: Path) -> dict:
         raise UserError(f"{path}: not valid JSON ({e})") from None
 
 
+KEY_METRICS = ("accuracy", "top5_accuracy", "f1_macro", "loss", "holdout_recall")  # per model
+
+
 def metrics_table(metrics: dict[str, dict]) -> str:
     """The key metrics per model as a text table (evaluate and `make run` print it)."""
     rows = {name: m | holdout_columns(m) for name, m in metrics.items()}
-    keys = ["accuracy", "top5_accuracy", "f1_macro", "loss", "holdout_recall"]
-    keys = [k for k in keys if any(k in m for m in rows.values())]
+    keys = [k for k in KEY_METRICS if any(k in m for m in rows.values())]
     width = max([len(n) for n in rows] + [5]) + 2
     lines = ["model".ljust(width) + "".join(k.rjust(15) for k in keys)]
     for name, m in rows.items():

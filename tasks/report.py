@@ -24,6 +24,7 @@ import yaml
 
 from tasks import headline, templates
 from tasks.common import atomic_write_text, run_main
+from tasks.evaluate import KEY_METRICS, holdout_columns
 from tasks.layout import (
     COMPARISON,
     DETAILS,
@@ -43,17 +44,6 @@ FIGURE_SECTIONS = {  # report sections of figures that belong to no single model
     "filters": "Convolution filters",
 }
 MODEL_SIDE_FILES = (TRAIN_INFO, HISTORY)  # linked; a published run folder holds them too
-KEY_METRICS = (  # the metrics table's columns; every metric is in the folded full table
-    "accuracy",
-    "top5_accuracy",
-    "f1_macro",
-    "loss",
-    "holdout_recall",
-    "others_accuracy",
-    "ece",
-    "ece_calibrated",
-    "n_images",
-)
 
 
 @dataclass(frozen=True)
@@ -159,7 +149,7 @@ def build_html(ctx: dict) -> str:
             *FIGURE_SECTIONS.items(),
             *[(s, s) for s in ("validation", "params", "files")],
         ],
-        metrics=_metric_rows(ctx["metrics"], KEY_METRICS),
+        metrics=_metric_rows(ctx["metrics"], (*KEY_METRICS, "others_accuracy", "n_images")),
         all_metrics=_metric_rows(ctx["metrics"]),
         comparison=ctx["comparison"],
         models=[
@@ -201,8 +191,6 @@ def _facts(ctx: dict) -> dict[str, str]:
 
 def _metric_rows(metrics: dict[str, dict], keys: tuple[str, ...] | None = None) -> list[dict]:
     """One row per model, the held-out dict flattened; only `keys` (those present) if given."""
-    from tasks.evaluate import holdout_columns
-
     rows = [
         {"model": name} | {k: v for k, v in m.items() if k != "holdout"} | holdout_columns(m)
         for name, m in metrics.items()

@@ -108,12 +108,7 @@ def train_run(
         cfg=cfg,
         strategy=strategy or tf.distribute.get_strategy(),
         jit_compile=jit_compile,
-        fit=fit_settings(cfg, state_dir=state, fingerprint=fingerprint)
-        | {
-            "class_weight": training.class_weights(
-                cfg.class_weight, prepared.labels("train"), prepared.classes
-            )
-        },
+        fit=fit_settings(cfg, state_dir=state, fingerprint=fingerprint, prepared=prepared),
     )
     with phases.strategy.scope():
         model = build(cfg, augment=run.augment, prepared=prepared, weights=weights)
@@ -152,8 +147,12 @@ def train_run(
     return info
 
 
-def fit_settings(cfg: TrainParams, *, state_dir: Path, fingerprint: str) -> dict:
+def fit_settings(
+    cfg: TrainParams, *, state_dir: Path, fingerprint: str, prepared: Prepared
+) -> dict:
     """fit_phase's keyword args shared by both phases."""
+    from tasks.training import class_weights
+
     return {
         "state_dir": state_dir,
         "fingerprint": fingerprint,
@@ -162,6 +161,7 @@ def fit_settings(cfg: TrainParams, *, state_dir: Path, fingerprint: str) -> dict
         "reduce_lr_factor": cfg.reduce_lr_factor,
         "min_lr": cfg.min_lr,
         "live_dir": state_dir / LIVE,
+        "class_weight": class_weights(cfg.class_weight, prepared.labels("train"), prepared.classes),
     }
 
 

@@ -340,12 +340,10 @@ def aws_env(conn_id: str | None) -> dict[str, str]:
 
 def failure_record(context: dict[str, Any], failure_dir: Path) -> Path:
     """Write `<failure_dir>/<dag>/<run>/<task>[.<map>].try<N>.json` for a failed task try."""
-    from tasks.common import atomic_write_json
+    from tasks.common import UserError, atomic_write_json
 
     ti = context["ti"]
     exc = context.get("exception")
-    from tasks.common import UserError
-
     # the stage's or task's own error: raised as is, or behind AirflowFailException (whose
     # `from None` leaves it in __context__)
     cause = (
