@@ -7,13 +7,16 @@ metrics/
                              precision/recall/F1, n_images, seconds_<phase>..., holdout}}
                             (DVC metrics); holdout: the classes the backbone never saw
                             (backbone.json) -> {classes, recall, precision, f1, support,
-                            others_accuracy}, absent when it saw every class
+                            others_accuracy}, absent when it saw every class; ece,
+                            ece_calibrated, loss_calibrated: after the temperature train.json
+                            records (tasks/calibration.py), also `temperature`
   comparison.csv            one row per model: strategy, unfrozen layers, trainable params,
                             augmentation, accuracy, holdout_recall  (DVC plot: the sweep)
   confusion/<model>.csv     actual,predicted per test image  (DVC plot, template confusion)
   curves/<model>.csv        history with a run-wide step and the phase  (DVC plot)
   details/<model>/          probs.npy (N, C) float32, per_class.csv, confusion.npy (C, C),
-                            pairs.json (most confused class pairs)  (read by visualize)
+                            pairs.json (most confused class pairs), reliability.json
+                            (confidence bins before/after calibration)  (read by visualize)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks import calibration
 from tasks.common import UserError, atomic_dir, atomic_write_json, file_digest, run_main
 from tasks.dataset import open_prepared
 from tasks.figures.curves import curve_rows
@@ -40,6 +44,7 @@ from tasks.layout import (
     METRICS,
     MODEL,
     PROBS,
+    RELIABILITY,
     SCORED,
     TRAIN_INFO,
 )
@@ -313,6 +318,16 @@ def evaluate(
             m = compute_metrics(labels, probs, top_k=cfg.top_k) | phase_seconds(history, train)
             if held := holdout_metrics(labels, probs.argmax(axis=1), classes, holdout):
                 m["holdout"] = held
+            temperature = calibration.temperature_of(train)
+            calibrated = calibration.scale(probs, temperature)
+            m |= {
+                "ece": calibration.ece(labels, probs),
+                "ece_calibrated": calibration.ece(labels, calibrated),
+                "loss_calibrated": cross_entropy(
+                    labels, calibrated, labels=list(range(len(classes)))
+                ),
+                "temperature": temperature,
+            }
             metrics[name] = m
             comparison.append(comparison_row(name, m, train))
             write_details(
@@ -324,6 +339,14 @@ def evaluate(
                 history=history,
                 pairs=cfg.confused_pairs,
                 scored=scored_record(folder / MODEL, cfg.split, labels),
+            )
+            atomic_write_json(
+                out / DETAILS / name / RELIABILITY,
+                {
+                    "temperature": temperature,
+                    "raw": calibration.reliability(labels, probs),
+                    "calibrated": calibration.reliability(labels, calibrated),
+                },
             )
             log.info(
                 "%s: accuracy %.4f on %d %s images", name, m["accuracy"], len(labels), cfg.split
@@ -417,7 +440,16 @@ def _read_json(path: Path) -> dict:
         raise UserError(f"{path}: not valid JSON ({e})") from None
 
 
-KEY_METRICS = ("accuracy", "top5_accuracy", "f1_macro", "loss", "holdout_recall")  # per model
+# per model; ece_calibrated: after temperature scaling (the labels, so accuracy, stay)
+KEY_METRICS = (
+    "accuracy",
+    "top5_accuracy",
+    "f1_macro",
+    "loss",
+    "holdout_recall",
+    "ece",
+    "ece_calibrated",
+)
 
 
 def metrics_table(metrics: dict[str, dict]) -> str:

@@ -30,6 +30,7 @@ COMPARISON = "comparison.csv"  # one row per model (DVC plot)
 CONFUSION, CURVES, DETAILS = "confusion", "curves", "details"  # folders
 SCORED = "scored.json"  # in details/<model>/: which model file and labels probs.npy is of
 PROBS = "probs.npy"  # in details/<model>/: (N, C) float32 test-split probabilities
+RELIABILITY = "reliability.json"  # in details/<model>/: confidence bins, raw and calibrated
 
 # visualize.out_dir
 FIGURES = "figures.json"  # the figure manifest the report reads

@@ -12,7 +12,8 @@ fine_tune           phase 1 = feature extraction (the head converges on a frozen
 sweep               fine_tune for every N in train.sweep.unfreeze x train.sweep.augment.
 
 Every run folder holds model.keras (the full uint8-in model), history.json (per phase and
-epoch), train.json and dvclive/ (the same epochs as DVCLive logs them, for `dvc plots` and
+epoch), train.json (with the temperature that calibrates the model's probabilities, fitted on val:
+tasks/calibration.py) and dvclive/ (the same epochs as DVCLive logs them, for `dvc plots` and
 `dvc exp show`); it appears only when the run finishes. Killed? Re-run the same command:
 it continues after the last finished epoch (state in train.checkpoint_dir).
 """
@@ -26,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tasks import calibration
 from tasks.common import atomic_dir, atomic_write_json, file_digest, run_main
 from tasks.dataset import Prepared, open_prepared
 from tasks.layout import HISTORY, LIVE, MODEL, SWEEP, TRAIN_INFO, sweep_point
@@ -124,9 +128,11 @@ def train_run(
         unfrozen, history["fine_tune"] = fine_tune(
             model, phases, layers=run.unfreeze, sets=images, head_rows=history["head"]
         )
-    # for evaluate() only: one pass over val is cheaper than compiling it with XLA
+    # for predict() only: one pass over val is cheaper than compiling it with XLA
     phases.compile(model, phase="evaluate", learning_rate=cfg.learning_rate, xla=False)
-    _, val_acc = model.evaluate(images["val"], verbose=0)
+    val_probs = model.predict(images["val"], verbose=0)  # (N, C), val is not shuffled
+    val_labels = prepared.labels("val")
+    val_acc = float(np.mean(val_probs.argmax(axis=1) == val_labels)) if len(val_labels) else 0.0
     info = train_info(
         run,
         cfg,
@@ -134,6 +140,7 @@ def train_run(
         weights=weights,
         unfrozen=unfrozen,
         val_accuracy=val_acc,
+        calibration=calibration.fitted(val_labels, val_probs),
         history=history,
         hardware={
             "policy": keras.mixed_precision.global_policy().name,  # as hardware.apply set it
@@ -281,6 +288,7 @@ def train_info(
     weights: Path,
     unfrozen,
     val_accuracy: float,
+    calibration: dict,
     history: dict[str, list[dict]],
     hardware: dict,
 ) -> dict:
@@ -290,6 +298,7 @@ def train_info(
         "augment": run.augment,
         "unfreeze": None if unfrozen is None else dataclasses.asdict(unfrozen),
         "val_accuracy": round(float(val_accuracy), 4),
+        "calibration": calibration,  # temperature fitted on val (tasks/calibration.py)
         "image_size": cfg.image_size,
         "input_size": prepared.image_size,
         "classes": prepared.classes,

@@ -32,8 +32,10 @@ from tasks.layout import (
     DETAILS,
     FIGURES,
     HISTORY,
+    METRICS,
     MODEL,
     PROBS,
+    RELIABILITY,
     REPORT_RUN,
     SOURCE_MODEL,
 )
@@ -113,6 +115,7 @@ def figures(
         chain=models[-1].chain,
     )
     yield from comparison_figures(metrics_dir / COMPARISON)
+    yield from calibration_figures([m.name for m in models if m.name != "source"], metrics_dir)
     for m in models:
         if m.name != "source":  # the source classifier has other classes: no test metrics
             yield from model_figures(
@@ -174,6 +177,27 @@ def comparison_figures(comparison_csv: Path) -> Iterator[Item]:
         "unfrozen layers and trainable backbone parameters (the unfreezing sweep)",
         curves.comparison_figure(rows),
     )
+
+
+def calibration_figures(names: list[str], metrics_dir: Path) -> Iterator[Item]:
+    """The reliability diagram of every evaluated model (evaluate's reliability.json)."""
+    from tasks.figures import calibration
+
+    metrics = _read_json(metrics_dir / METRICS)
+    found = {
+        n: _read_json(metrics_dir / DETAILS / n / RELIABILITY)
+        | {k: metrics.get(n, {}).get(k) for k in ("ece", "ece_calibrated")}
+        for n in names
+        if (metrics_dir / DETAILS / n / RELIABILITY).is_file()
+    }
+    if found:
+        yield Item(
+            "comparison",
+            "calibration",
+            "Reliability: how often each model is right at the confidence it states, before "
+            "and after temperature scaling (T fitted on val; the labels do not change)",
+            calibration.reliability_figure(found),
+        )
 
 
 @dataclass

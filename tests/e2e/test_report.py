@@ -87,6 +87,7 @@ def tiny_run(root: Path) -> None:
                     "strategy": name,
                     "augment": name == "fine_tune",
                     "val_accuracy": 0.5,
+                    "calibration": {"method": "temperature", "temperature": 2.0},
                     "seconds": {p["name"]: 2 * seconds for p in phases},
                     "unfreeze": None
                     if name == "feature_extraction"
@@ -159,6 +160,10 @@ def test_report_opens_in_chromium_with_every_image_and_link(tmp_path, monkeypatc
     assert metrics["fine_tune"]["n_images"] == 12
     assert metrics["fine_tune"]["seconds_fine_tune"] == 4.0
     assert len((tmp_path / "metrics/confusion/fine_tune.csv").read_text().splitlines()) == 13
+    # evaluate applies the temperature train.json records: same labels, other confidence
+    ft = metrics["fine_tune"]
+    assert ft["temperature"] == 2.0 and ft["ece_calibrated"] != ft["ece"]
+    assert ft["loss_calibrated"] != ft["loss"]
     cm = np.load(tmp_path / "metrics/details/fine_tune/confusion.npy")
     assert cm.sum(axis=1).tolist() == [4, 4, 4]  # rows = the test split's class supports
     manifest = json.loads((tmp_path / "figures/figures.json").read_text())
@@ -167,6 +172,7 @@ def test_report_opens_in_chromium_with_every_image_and_link(tmp_path, monkeypatc
         "samples.png",
         "preprocessing.png",
         "comparison.png",
+        "calibration.png",
         "fine_tune-curves.png",
         "fine_tune-confusion.png",
         "fine_tune-misclassified.png",

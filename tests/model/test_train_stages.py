@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from tasks import calibration
 from tasks.backbone import build_backbone_stage, check_validation
 from tasks.common import UserError
 from tasks.dataset import open_prepared
@@ -102,6 +103,13 @@ def test_feature_extraction_head_on_cache_equals_the_full_model(tmp_path, base_w
     summary = json.loads((live / "metrics.json").read_text())
     assert summary["step"] == 1 and summary["eval"]["accuracy"] == epochs[1]["val_accuracy"]
     assert info["strategy"] == "feature_extraction" and info["classes"] == CLASSES
+    # val accuracy is the saved model's, and a temperature fitted on its val probabilities
+    val_labels = np.load(root / "prepared" / "val" / "labels.npy")
+    val_probs = model.predict(np.load(root / "prepared" / "val" / "images.npy"), verbose=0)
+    assert info["val_accuracy"] == round(float(np.mean(val_probs.argmax(1) == val_labels)), 4)
+    fit = info["calibration"]
+    assert fit["temperature"] == calibration.fit_temperature(val_labels, val_probs)
+    assert 0.05 <= fit["temperature"] <= 20 and {"val_ece", "val_ece_calibrated"} <= set(fit)
     assert not (root / "checkpoints" / "feature_extraction").exists()  # resume state cleaned
 
 
