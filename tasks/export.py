@@ -7,6 +7,8 @@ For every folder in `export.models` (models/fine_tune by default), `export.out_d
     saved_model/    TensorFlow SavedModel (TF Serving). One signature, `serving_default`:
                       inputs   image     uint8   (N, S, S, 3)   S = the prepared image size
                       outputs  output_0  float32 (N, C)         class probabilities
+                    The probabilities are calibrated: the temperature training fitted on
+                    val (train.json's `calibration`) is part of the graph.
                     The model resizes and preprocesses inside, as the .keras model does.
     model.onnx      the same graph for ONNX Runtime (input `image`, same shapes)
     model.tflite    LiteRT (input `serving_default_image:0`, same shapes)
@@ -21,6 +23,7 @@ image, and `export.out_dir` is left as it was (it is replaced whole, only on suc
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 import time
@@ -30,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks import calibration
 from tasks.common import (
     UserError,
     atomic_dir,
@@ -39,7 +43,7 @@ from tasks.common import (
     tree_digest,
 )
 from tasks.dataset import open_prepared
-from tasks.layout import EXPORT_INFO, MODEL
+from tasks.layout import EXPORT_INFO, MODEL, TRAIN_INFO
 from tasks.model import load_model
 from tasks.params import params_from_cli
 from tasks.runtimes import (
@@ -74,7 +78,9 @@ def export_model(
     `images` (N, S, S, 3) uint8 are the parity images, `names` what to call each in an error.
     Returns what export.json holds; raises UserError on the first format that fails parity.
     """
-    model = load_model(model_file)
+    temperature = calibration.temperature_of(_train_info(model_file.parent))
+    # every format serves calibrated probabilities: the temperature is part of the graph
+    model = calibration.calibrated_model(load_model(model_file), temperature)
     keras_rt = keras_runtime(model)
     reference = predict_batches(keras_rt, images)  # (N, C)
     side = keras_rt.input_size
@@ -83,6 +89,7 @@ def export_model(
         "model_sha256": file_digest(model_file),
         "classes": list(classes),
         "input_size": keras_rt.input_size,
+        "temperature": temperature,  # applied inside every exported graph (1.0: none)
         "signature": {
             "name": SIGNATURE,
             "inputs": {SIGNATURE_INPUT: {"dtype": "uint8", "shape": [None, side, side, 3]}},
@@ -186,6 +193,11 @@ def _median_seconds(predict: Callable, x: np.ndarray, repeats: int) -> float:
         predict(x)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _train_info(folder: Path) -> dict:
+    path = folder / TRAIN_INFO
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _size(path: Path) -> int:

@@ -43,7 +43,7 @@ from tasks.common import (
     tree_digest,
 )
 from tasks.images import decode, fit
-from tasks.layout import CHAMPION, EXPORT_INFO, MANIFEST, MODEL
+from tasks.layout import CHAMPION, EXPORT_INFO, MANIFEST, MODEL, TRAIN_INFO
 from tasks.params import DEFAULT_PARAMS, load_params
 from tasks.runtimes import EXPORT_FORMATS, FILE_OF, FORMATS, load_runtime, predict_batches
 from tasks.sources import image_files
@@ -54,6 +54,7 @@ class Resolved:
     format: str
     path: Path  # a local artifact, verified if it was downloaded
     classes: list[str] | None  # None: not recorded with the model (labels become indices)
+    temperature: float = 1.0  # a .keras model's calibration (exports have it built in)
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -109,18 +110,28 @@ def resolve_local(path: Path, fmt: str) -> Resolved:
         found = by_suffix.get(path.suffix)
         if found is None or fmt not in ("auto", found):
             raise UserError(f"--model {path}: not a {fmt if fmt != 'auto' else 'model'} file")
-        return Resolved(found, path, None)
+        return Resolved(found, path, None, _temperature_beside(path) if found == "keras" else 1.0)
     if (path / "saved_model.pb").is_file():
         return Resolved("saved_model", path, None)
     info = json.loads((path / EXPORT_INFO).read_text()) if (path / EXPORT_INFO).is_file() else {}
     if fmt == "auto":
         fmt = fastest(info.get("formats", {})) or "keras"
     if fmt == "keras" and not (path / MODEL).is_file() and info.get("model"):
-        return Resolved("keras", Path(info["model"]), info.get("classes"))
+        model = Path(info["model"])
+        return Resolved("keras", model, info.get("classes"), _temperature_beside(model))
     artifact = path / FILE_OF[fmt]
     if not artifact.exists():
         raise UserError(f"--model {path}: has no {fmt} model ({FILE_OF[fmt]})")
-    return Resolved(fmt, artifact, info.get("classes"))
+    temperature = _temperature_beside(artifact) if fmt == "keras" else 1.0
+    return Resolved(fmt, artifact, info.get("classes"), temperature)
+
+
+def _temperature_beside(model_file: Path) -> float:
+    """The calibration the train.json next to a .keras file records (1.0 without one)."""
+    from tasks.calibration import temperature_of
+
+    info = model_file.parent / TRAIN_INFO
+    return temperature_of(json.loads(info.read_text(encoding="utf-8"))) if info.is_file() else 1.0
 
 
 def fastest(formats: dict) -> str | None:
@@ -150,7 +161,8 @@ def resolve_pointer(store, pointer: dict, fmt: str, *, where: str, cache: Path) 
         )
     else:
         path = fetch_verified(store, key, sha, cache=cache, where=where)
-    return Resolved(fmt, path, pointer.get("classes"))
+    temperature = float(pointer.get("temperature") or 1.0) if fmt == "keras" else 1.0
+    return Resolved(fmt, path, pointer.get("classes"), temperature)
 
 
 def fetch_verified(store, key: str, sha256: str | None, *, cache: Path, where: str) -> Path:
@@ -233,6 +245,7 @@ def run_pointer(manifest: dict) -> dict:
         "model_sha256": shas.get(model),
         "classes": manifest.get("classes"),
         "exports": exports,
+        "temperature": manifest.get("temperature"),
     }
 
 
@@ -294,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = collect_inputs(args.inputs, tmp=Path(tmp), endpoint_url=params.data.s3_endpoint_url)
         model = resolve_model(args.model, args.format, params=params, cache=cache)
-        rt = load_runtime(model.format, model.path)
+        rt = load_runtime(model.format, model.path, temperature=model.temperature)
         classes = model.classes or _prepared_classes(Path(params.data.prepared_dir))
         rows, skipped = predict_files(
             rt,

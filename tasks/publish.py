@@ -9,10 +9,12 @@ Layout at `publish.destination` (tasks/storage.py: local folder, file:// or s3:/
                                         export.out_dir is in publish.artifacts
     runs/<run_id>/manifest.json         written last: run id, git commit, dataset version,
                                         params, metrics, the gate's decision, the sha256 +
-                                        size of every file above, and the model's exports
+                                        size of every file above, the model's exports and
+                                        its calibration `temperature` (train.json's)
     champion.json                       the best run so far; replaced last, atomically; its
                                         `exports` {format: {path, sha256, ...}} are what
-                                        `tasks.predict --model champion --format onnx` loads
+                                        `tasks.predict --model champion --format onnx` loads;
+                                        `temperature` calibrates its .keras model
 
 A reader trusts a run only once its manifest exists. The gate scores `publish.model` on the
 prepared test split; it replaces the champion only if it beats the champion's score on the
@@ -42,9 +44,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tasks.calibration import temperature_of
 from tasks.common import UserError, atomic_write_json, file_digest, lines_digest, run_main
 from tasks.dataset import Prepared, open_prepared
-from tasks.layout import CHAMPION, DETAILS, EXPORT_INFO, MANIFEST, METRICS, PROBS, SCORED
+from tasks.layout import (
+    CHAMPION,
+    DETAILS,
+    EXPORT_INFO,
+    MANIFEST,
+    METRICS,
+    PROBS,
+    SCORED,
+    TRAIN_INFO,
+)
 from tasks.layout import MODEL as MODEL_FILE
 from tasks.lineage import dataset_version, git_commit, new_run_id, recorded_run_id
 from tasks.params import PublishParams, params_from_cli
@@ -86,6 +98,7 @@ class Candidate:
     score: Score
     model: str  # publish.model, e.g. models/fine_tune
     exports: dict[str, dict] | None  # the model's published exports (champion.json's `exports`)
+    temperature: float = 1.0  # the model's calibration (train.json); predict applies it
 
     @property
     def prefix(self) -> str:
@@ -226,7 +239,9 @@ def candidate(
     exports = published_exports(
         files, hashes, model=cfg.model, exports_dir=exports_dir, prefix=f"runs/{run_id}"
     )
-    return Candidate(run_id, files, hashes, new, cfg.model, exports)
+    info = root / cfg.model / TRAIN_INFO
+    temperature = temperature_of(json.loads(info.read_text())) if info.is_file() else 1.0
+    return Candidate(run_id, files, hashes, new, cfg.model, exports, temperature)
 
 
 def published_exports(
@@ -332,6 +347,7 @@ def plan_run(
             "decision": decision_of(run.score, verdict),  # the gate's, when it was published
             "files": _table(run.hashes),
             "exports": run.exports,
+            "temperature": run.temperature,
         }
     )
     uploads = {f"{run.prefix}/{rel}": (path, run.hashes[rel]) for rel, path in run.files.items()}
@@ -385,6 +401,7 @@ def champion_pointer(run: Candidate, plan: Plan, previous: dict | None) -> dict[
         "model": f"{run.prefix}/{model}",
         "model_sha256": run.hashes[model].sha256,
         "exports": run.exports or {},
+        "temperature": run.temperature,  # calibrates the .keras model (exports have it built in)
         "manifest": plan.manifest_key,
         "manifest_sha256": plan.manifest_sha256,
         "dataset_version": run.score.dataset_version,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks import calibration
 from tasks.common import UserError
 from tasks.layout import MODEL, ONNX_MODEL, SAVED_MODEL, TFLITE_MODEL
 
@@ -35,21 +36,30 @@ class Runtime:
     predict: Callable[[np.ndarray], np.ndarray]  # one batch -> (N, C) float32
 
 
-def load_runtime(fmt: str, path: Path) -> Runtime:
-    """Open the artifact `path` of format `fmt`; a clear error if it cannot be run."""
+def load_runtime(fmt: str, path: Path, *, temperature: float = 1.0) -> Runtime:
+    """Open the artifact `path` of format `fmt`; a clear error if it cannot be run.
+
+    `temperature`: scale the probabilities by it (tasks/calibration.py); for a .keras model,
+    whose train.json records it. Exported graphs have it built in: leave it at 1.0.
+    """
     if fmt not in FORMATS:
         raise UserError(f"unknown model format {fmt!r}; one of {', '.join(FORMATS)}")
     if not path.exists():
         raise UserError(f"{path}: {fmt} model not found")
     try:
-        return {"keras": _keras, "saved_model": _saved_model, "onnx": _onnx, "tflite": _tflite}[
-            fmt
-        ](path)
+        rt = {"keras": _keras, "saved_model": _saved_model, "onnx": _onnx, "tflite": _tflite}[fmt](
+            path
+        )
     except UserError:
         raise
     except Exception as e:  # a truncated or foreign file: each runtime raises its own kind
         first = (str(e).strip().splitlines() or ["no detail"])[0][:300]
         raise UserError(f"{path}: cannot load it as {fmt} ({type(e).__name__}: {first})") from None
+    if temperature == 1.0:
+        return rt
+    return Runtime(
+        rt.format, rt.input_size, lambda x: calibration.scale(rt.predict(x), temperature)
+    )
 
 
 def predict_batches(rt: Runtime, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -59,6 +59,7 @@ def project(root: Path, *, test_labels: list[int], answer: int, extra: bytes = b
     )
     constant_model(root / "models/m/model.keras", answer)
     (root / "models/m/history.json").write_text(json.dumps({"answer": answer}))
+    (root / "models/m/train.json").write_text(json.dumps({"calibration": {"temperature": 1.7}}))
     (root / "metrics").mkdir(exist_ok=True)
     (root / "metrics/metrics.json").write_text(json.dumps({"m": {"accuracy": 0.5}}))
     (root / "reports").mkdir(exist_ok=True)
@@ -110,6 +111,7 @@ def assert_manifest_matches(store, run_id: str, root: Path) -> dict:
     assert {f["path"] for f in manifest["files"]} == {
         "models/m/model.keras",
         "models/m/history.json",
+        "models/m/train.json",
         "metrics/metrics.json",
         "reports/report.html",
     }
@@ -137,6 +139,7 @@ def test_local_publish_gate_and_idempotent_republish(tmp_path: Path) -> None:
     champion = read(store, "champion.json")
     assert champion["run_id"] == "run-1"
     assert champion["model"] == "runs/run-1/models/m/model.keras"
+    assert champion["temperature"] == manifest["temperature"] == 1.7  # what predict applies
 
     # the same run again: nothing uploaded, manifest and champion untouched
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*")}
@@ -277,7 +280,7 @@ def test_s3_publish_multipart_verified_and_store_down_changes_nothing(
     )
 
     result = run(root, store, "run-1")
-    assert result["status"] == "champion" and result["uploaded"] == 4
+    assert result["status"] == "champion" and result["uploaded"] == 5
     assert_manifest_matches(store, "run-1", root)
     head = client.head_object(Bucket="models", Key="team/resnet/runs/run-1/reports/report.html")
     assert head["ETag"].strip('"').endswith("-3")  # went up as a 3-part multipart upload

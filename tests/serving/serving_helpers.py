@@ -8,6 +8,7 @@ export path (tracing, conversion, the runtimes) is the same.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from tests.helpers import params_yaml, write_prepared
 CLASSES = ["dark", "mid", "bright"]
 SIZE = 16  # prepared side; the model resizes to IMAGE_SIZE inside
 IMAGE_SIZE = 24
+TEMPERATURE = 2.5  # the model's recorded calibration: exports and predict must apply it
 
 
 def class_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +52,9 @@ def make_project(root: Path, *, n_test: int = 12) -> Path:
     )
     (root / "models" / "fine_tune").mkdir(parents=True)
     tiny_model().save(root / "models" / "fine_tune" / "model.keras")
+    (root / "models" / "fine_tune" / "train.json").write_text(  # as training writes it
+        json.dumps({"calibration": {"method": "temperature", "temperature": TEMPERATURE}})
+    )
     params = {
         "data": {"prepared_dir": str(root / "prepared")},
         "train": {"models_dir": str(root / "models")},

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tasks import calibration
 from tasks.common import run_main
 from tasks.layout import EXPORT_INFO, ONNX_MODEL, SAVED_MODEL, TFLITE_MODEL
 from tasks.runtimes import load_runtime, predict_batches
-from tests.serving.serving_helpers import CLASSES, make_project
+from tests.serving.serving_helpers import CLASSES, TEMPERATURE, make_project
 
 pytestmark = pytest.mark.slow  # TensorFlow + three converters: ~30 s on a loaded machine
 
@@ -64,7 +65,13 @@ def test_the_artifacts_run_in_their_own_runtimes_like_keras(exported: Path) -> N
 
     images = np.asarray(open_prepared(exported / "prepared").images("test"))
     out = exported / "exports" / "fine_tune"
-    want = predict_batches(load_runtime("keras", exported / "models/fine_tune/model.keras"), images)
+    keras_file = exported / "models/fine_tune/model.keras"
+    raw = predict_batches(load_runtime("keras", keras_file), images)
+    want = predict_batches(load_runtime("keras", keras_file, temperature=TEMPERATURE), images)
+    # every export serves the calibrated probabilities: softer than the raw ones, same labels
+    np.testing.assert_allclose(want, calibration.scale(raw, TEMPERATURE), atol=1e-6)
+    assert np.abs(want - raw).max() > 1e-3
+    assert json.loads((out / EXPORT_INFO).read_text())["temperature"] == TEMPERATURE
     for fmt, name in (("saved_model", SAVED_MODEL), ("onnx", ONNX_MODEL), ("tflite", TFLITE_MODEL)):
         rt = load_runtime(fmt, out / name)
         assert rt.input_size == 16

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,11 @@ import pytest
 import yaml
 from PIL import Image
 
+from tasks import calibration
 from tasks.common import file_digest, run_main
+from tasks.images import decode, fit
 from tasks.layout import CHAMPION
-from tests.serving.serving_helpers import CLASSES, class_images, make_project
+from tests.serving.serving_helpers import CLASSES, TEMPERATURE, class_images, make_project
 
 pytestmark = pytest.mark.slow  # TensorFlow and a model load: ~15 s on a loaded machine
 
@@ -55,8 +58,6 @@ def predict(tmp_path: Path, project: Path, *args: str) -> Path:
 
 
 def expected_top1(model, files: list[Path]) -> list[str]:
-    from tasks.images import decode, fit
-
     images = np.stack([fit(decode(f), 16, "squash") for f in files])
     return [CLASSES[i] for i in model.predict(images, verbose=0).argmax(axis=1)]
 
@@ -74,6 +75,45 @@ def test_predict_a_folder_gives_top_k_rows_and_keras_top1(
         probs = [float(r[f"prob_{k}"]) for k in (1, 2, 3)]
         assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1, abs=1e-4)
     assert "skipped " + str(shots / "broken.png") in capsys.readouterr().err
+
+
+def test_predict_on_the_prepared_test_images_reproduces_evaluate(tmp_path, project) -> None:
+    """What is served is what was evaluated: the test split written out as image files,
+    decoded by predict as prepare decodes, gives evaluate's labels and (calibrated) probs."""
+    from tasks import evaluate
+    from tasks.dataset import open_prepared
+
+    images = np.asarray(open_prepared(project / "prepared").images("test"))
+    files = tmp_path / "test"
+    files.mkdir()
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(files / f"{i:03d}.png")
+    argv = sys.argv
+    sys.argv = ["tasks.evaluate", "--params", str(project / "params.yaml")]
+    sys.argv += [
+        "--set",
+        f"evaluate.out_dir={tmp_path / 'metrics'}",
+        "--set",
+        "evaluate.models=[fine_tune]",
+    ]
+    try:
+        run_main(evaluate.main)
+    finally:
+        sys.argv = argv
+    evaluated = np.load(tmp_path / "metrics/details/fine_tune/probs.npy")  # (N, C), raw
+    metrics = json.loads((tmp_path / "metrics/metrics.json").read_text())["fine_tune"]
+    assert metrics["temperature"] == TEMPERATURE
+
+    out = predict(tmp_path, project, str(files), "--model", str(project / "models/fine_tune"))
+    rows = sorted(csv.DictReader(out.open()), key=lambda r: r["path"])
+    assert len(rows) == len(images) == len(evaluated)
+    served = np.zeros_like(evaluated)
+    for i, r in enumerate(rows):
+        for k in (1, 2, 3):
+            served[i, CLASSES.index(r[f"label_{k}"])] = float(r[f"prob_{k}"])
+    np.testing.assert_array_equal(served.argmax(1), evaluated.argmax(1))
+    np.testing.assert_allclose(served, calibration.scale(evaluated, TEMPERATURE), atol=1e-5)
+    assert np.abs(served - evaluated).max() > 1e-3  # the temperature was applied
 
 
 def test_globs_and_jsonl(tmp_path, project, shots) -> None:
@@ -96,6 +136,7 @@ def publish_locally(project: Path, dest: Path) -> Path:
         "model": "runs/r1/models/fine_tune/model.keras",
         "model_sha256": file_digest(model),
         "classes": ["c0", "c1", "c2"],  # the champion's own names win over the local ones
+        "temperature": TEMPERATURE,
     }
     (dest / CHAMPION).write_text(json.dumps(pointer))
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -114,6 +155,9 @@ def test_champion_is_verified_cached_and_tampering_refused(
     rows = list(csv.DictReader(out.open()))
     want = [f"c{CLASSES.index(c)}" for c in expected_top1(keras_model, pngs)]
     assert [r["label_1"] for r in rows] == want
+    raw = keras_model.predict(np.stack([fit(decode(f), 16, "squash") for f in pngs]), verbose=0)
+    top = calibration.scale(raw, TEMPERATURE).max(axis=1)  # the pointer's temperature applied
+    np.testing.assert_allclose([float(r["prob_1"]) for r in rows], top, atol=1e-5)
     cached = list((tmp_path / "cache").rglob("model.keras"))
     assert [p.parent.name for p in cached] == [file_digest(model)]
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tasks import calibration
 from tasks.common import file_digest, run_main
 from tasks.layout import CHAMPION
-from tests.serving.serving_helpers import CLASSES, class_images, make_project
+from tests.serving.serving_helpers import CLASSES, TEMPERATURE, class_images, make_project
 from tests.serving.test_predict import publish_locally
 
 pytestmark = pytest.mark.slow  # TensorFlow, one SavedModel export: ~20 s on a loaded machine
@@ -156,7 +157,9 @@ def test_request_body_fits_the_signature_and_gives_the_models_probabilities(
     assert spec[name].shape.is_compatible_with(batch.shape)
     served = next(iter(fn(**{name: tf.constant(batch)}).values())).numpy()
     keras = load_model(published / pointer["model"]).predict(batch, verbose=0)
-    np.testing.assert_allclose(served, keras, atol=1e-5)
+    # TF Serving answers with calibrated probabilities: the temperature is in the graph
+    assert pointer["temperature"] == TEMPERATURE
+    np.testing.assert_allclose(served, calibration.scale(keras, TEMPERATURE), atol=1e-5)
 
 
 def test_request_without_a_champion_needs_a_side(tmp_path, published, capsys) -> None:
