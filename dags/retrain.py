@@ -296,9 +296,9 @@ def resnet_retrain() -> None:
     evaluate >> visualize >> publish
     if CFG.study:  # the unfreezing sweep, scored; before visualize, so the report shows it
         features >> stage("sweep", training=True, matrix=True) >> stage("study") >> visualize
-    features >> audit  # near-duplicates, label issues, drift on the cached embeddings
+    features >> audit >> publish  # near-duplicates, label issues, drift: published with the run
     train_fine_tune >> export >> publish  # serving formats, parity-checked, published with the run
-    [publish, audit] >> push() >> cleanup()
+    publish >> push() >> cleanup()
 
 
 retrain = resnet_retrain()

@@ -41,10 +41,11 @@ import pandas as pd
 from tasks.auditing import drift, duplicates, labels
 from tasks.common import UserError, atomic_dir, atomic_write_json, run_main
 from tasks.dataset import SPLITS, Prepared, open_prepared
+from tasks.layout import AUDIT_SUMMARY
 from tasks.params import AuditParams, params_from_cli
 
 FEATURES_INFO = "features.json"  # tasks.features.INFO_FILE (not imported: it pulls in Keras)
-SUMMARY, PAIRS, ISSUES = "summary.json", "near_duplicates.csv", "label_issues.csv"
+SUMMARY, PAIRS, ISSUES = AUDIT_SUMMARY, "near_duplicates.csv", "label_issues.csv"
 PAIRS_PNG, ISSUES_PNG = "near_duplicates.png", "label_issues.png"
 NEAR_DUPLICATES = "near_duplicates_across_splits"  # the gated check's name
 
@@ -143,6 +144,7 @@ def check_drift(*, prepared: Prepared, info: dict, feats: dict, cfg: AuditParams
     new_pixels = _pixels(prepared)
     shift = np.subtract(new_pixels["mean"], ref_pixels["mean"]).round(3).tolist()
     out = {
+        "reference": {"features": cfg.reference_features, "prepared": cfg.reference_prepared},
         "pixels": {"reference": ref_pixels, "new": new_pixels, "mean_shift": shift},
         "pixels_drifted": bool(max(map(abs, shift)) > cfg.max_channel_shift),
     }

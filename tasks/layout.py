@@ -49,3 +49,5 @@ SAVED_MODEL = "saved_model"  # folder; signature `serving_default`: image uint8 
 ONNX_MODEL = "model.onnx"
 TFLITE_MODEL = "model.tflite"  # LiteRT
 EXPORT_INFO = "export.json"  # per format: bytes, sha256, parity, latency and throughput
+
+AUDIT_SUMMARY = "summary.json"  # in audit.out_dir: the verdicts (DVC metrics); publish reads drift

@@ -48,6 +48,7 @@ from tasks.calibration import temperature_of
 from tasks.common import UserError, atomic_write_json, file_digest, lines_digest, run_main
 from tasks.dataset import Prepared, open_prepared
 from tasks.layout import (
+    AUDIT_SUMMARY,
     CHAMPION,
     DETAILS,
     EXPORT_INFO,
@@ -141,9 +142,13 @@ def publish(
     evaluated: Path | None = None,
     exports_dir: str | None = None,
     report: str | None = None,
+    audit: dict | None = None,
 ) -> dict[str, Any]:
     """Plan (read, hash, score, gate: nothing written), then apply: the run's files, its
     manifest, and last the champion, if the gate says so.
+
+    `audit`: the audit stage's summary.json; its drift verdict against the champion's data
+    goes into the manifest (`drift`) and the record (`drifted`, `drifted_classes`).
 
     `report`: visualize.report; when it is among the files, the copy uploaded carries the
     gate's decision in its answer (tasks.headline.with_decision).
@@ -177,7 +182,11 @@ def publish(
     verdict = judge(store.get(CHAMPION))
     with tempfile.TemporaryDirectory() as tmp:
         if report:  # the uploaded report says what the gate decided (its manifest's decision)
-            decision = published["decision"] if published else decision_of(run.score, verdict)
+            decision = (
+                published["decision"] | drift_verdict(published.get("drift"))
+                if published
+                else decision_of(run.score, verdict) | drift_verdict(drift_of(audit))
+            )
             run = with_decided_report(run, report, decision, Path(tmp) / Path(report).name)
             same_files(published, run.hashes, uri=uri)
         plan = plan_run(
@@ -188,6 +197,7 @@ def publish(
             dataset_version=dataset_version,
             params=params,
             metrics=metrics,
+            drift=drift_of(audit),
         )
         uploaded = apply(store, plan)
     verdict = promote(store, run, plan, judge)
@@ -204,7 +214,34 @@ def publish(
         "dataset_version": dataset_version,
         "report": f"{uri}/{report}" if report else None,
         **decision,
+        **drift_verdict(drift_of(audit)),
     }
+
+
+def drift_of(audit: dict | None) -> dict | None:
+    """The manifest's `drift`: the audit's verdict on this run's data against the champion's
+    (the reference it was given), or None when no reference was compared."""
+    shifted = (audit or {}).get("drift")
+    if not shifted:
+        return None
+    embeddings = shifted.get("embeddings") or {}
+    return {
+        "drifted": bool(shifted.get("drifted")),
+        "pixels_drifted": shifted.get("pixels_drifted"),
+        "mean_shift": (shifted.get("pixels") or {}).get("mean_shift"),
+        "p_value": embeddings.get("p_value"),
+        "domain_auc": embeddings.get("domain_auc"),
+        "most_shifted_classes": embeddings.get("most_shifted_classes") or {},
+        "reference": shifted.get("reference"),
+    }
+
+
+def drift_verdict(drift: dict | None) -> dict[str, Any]:
+    """The record's drift fields: drifted (None: not checked) and the most shifted classes."""
+    if drift is None:
+        return {"drifted": None, "drifted_classes": []}
+    classes = list(drift["most_shifted_classes"]) if drift["drifted"] else []
+    return {"drifted": drift["drifted"], "drifted_classes": classes}
 
 
 def candidate(
@@ -328,6 +365,7 @@ def plan_run(
     dataset_version: str,
     params: dict[str, Any],
     metrics: dict[str, Any] | None,
+    drift: dict | None = None,
 ) -> Plan:
     """What to write: every file and a new manifest, or nothing when published before."""
     key = f"{run.prefix}/{MANIFEST}"
@@ -348,6 +386,7 @@ def plan_run(
             "files": _table(run.hashes),
             "exports": run.exports,
             "temperature": run.temperature,
+            "drift": drift,  # the audit's verdict against the champion's data (None: unchecked)
         }
     )
     uploads = {f"{run.prefix}/{rel}": (path, run.hashes[rel]) for rel, path in run.files.items()}
@@ -704,6 +743,7 @@ def main() -> None:
             evaluated=_details_of(params.publish.model, params),
             exports_dir=params.export.out_dir,
             report=params.visualize.report,
+            audit=_audit_summary(Path(params.audit.out_dir)),
         )
     except StoreUnavailable as e:  # the champion and the bucket are untouched
         print(f"error: {e}", file=sys.stderr)
@@ -712,6 +752,14 @@ def main() -> None:
     print(
         f"published {record['run_id']} to {record['uri']} as {record['status']}: {record['reason']}"
     )
+    if record["drifted"]:
+        print(f"retrained on drifted data (most shifted: {', '.join(record['drifted_classes'])})")
+
+
+def _audit_summary(folder: Path) -> dict | None:
+    """The audit stage's summary.json, or None when it did not run (a hand-made project)."""
+    path = folder / AUDIT_SUMMARY
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 if __name__ == "__main__":

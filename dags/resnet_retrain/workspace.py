@@ -294,8 +294,20 @@ def publish_outcome(record_path: Path, run_id: str) -> dict[str, Any]:
         "value",
         "champion_value",
         "dataset_version",
+        "drifted",
     )
-    return {"published": True, "run_id": run_id, **{k: record.get(k) for k in keys}}
+    outcome = {"published": True, "run_id": run_id, **{k: record.get(k) for k in keys}}
+    return outcome | {"data": data_note(record)}
+
+
+def data_note(record: dict[str, Any]) -> str:
+    """What the audit said about this run's data against the champion's, in one line."""
+    if record.get("drifted") is None:
+        return "drift not checked (no reference data: audit.reference_features)"
+    if record["drifted"]:
+        classes = ", ".join(record.get("drifted_classes") or []) or "no single class"
+        return f"retrained on drifted data (most shifted classes: {classes})"
+    return "no drift against the champion's data"
 
 
 def champion_event(outcome: dict[str, Any]) -> dict[str, Any] | None:
@@ -303,7 +315,16 @@ def champion_event(outcome: dict[str, Any]) -> dict[str, Any] | None:
     (a challenger, a run that held the title already, or nothing new published)."""
     if not (outcome.get("published") and outcome.get("promoted")):
         return None
-    keys = ("run_id", "metric", "value", "champion_value", "dataset_version", "report", "uri")
+    keys = (
+        "run_id",
+        "metric",
+        "value",
+        "champion_value",
+        "dataset_version",
+        "report",
+        "uri",
+        "drifted",
+    )
     return {k: outcome.get(k) for k in keys}
 
 

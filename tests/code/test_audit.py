@@ -19,6 +19,7 @@ from tasks.auditing import duplicates, labels
 from tasks.common import run_main
 from tasks.dataset import open_prepared
 from tasks.params import section
+from tasks.publish import drift_of, drift_verdict
 from tests.conftest import ROOT
 from tests.helpers import params_yaml, write_prepared
 
@@ -181,6 +182,10 @@ def test_drift_of_one_class_names_that_class(tmp_path: Path):
     verdict = check_drift(prepared=open_prepared(new_prepared), info=info, feats=feats, cfg=cfg)
     assert verdict["drifted"] and not verdict["pixels_drifted"]
     assert next(iter(verdict["embeddings"]["most_shifted_classes"])) == "c3"
+    # what publish records in the manifest and the DAG's publish result (the stage's summary)
+    drift = drift_of({"drift": verdict})
+    assert drift["drifted"] and drift["reference"]["features"] == str(ref_features)
+    assert drift_verdict(drift)["drifted_classes"][0] == "c3"
 
 
 def run_stage(tmp_path: Path, capsys, *, drop_info: bool = False, **audit_params):

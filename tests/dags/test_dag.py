@@ -95,7 +95,6 @@ def test_importing_the_dag_file_imports_nothing_heavy() -> None:
 EXTRA_EDGES = {
     ("configure", "fetch"): "configure makes the run's workspace every stage runs in",
     ("publish", "push"): "`dvc push` of everything the run made, after the last stages",
-    ("audit", "push"): "`dvc push` of everything the run made, after the last stages",
     ("push", "cleanup"): "the workspace goes once its outputs are pushed",
 }
 STUDY_STAGES = {"sweep", "study"}  # in the DAG only with orchestration.study: true

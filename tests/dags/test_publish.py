@@ -86,6 +86,7 @@ def run(
     cfg: PublishParams = CFG,
     exports_dir: str | None = None,
     report: str | None = None,
+    audit: dict | None = None,
 ):
     return publish(
         store=store,
@@ -99,6 +100,7 @@ def run(
         root=root,
         exports_dir=exports_dir,
         report=report,
+        audit=audit,
     )
 
 
@@ -155,6 +157,41 @@ def test_local_publish_gate_and_idempotent_republish(tmp_path: Path) -> None:
     assert worse["promoted"] is False
     assert read(store, "champion.json") == champion
     assert_manifest_matches(store, "run-2", root)
+
+
+@pytest.mark.slow
+def test_the_manifest_records_the_audits_drift_verdict(tmp_path: Path) -> None:
+    from tasks.headline import decision_html
+
+    root = project(tmp_path / "p", test_labels=[0, 0, 1], answer=0)
+    (root / "reports/report.html").write_text(f"<h1>Run</h1>{decision_html(None)}")
+    store = open_store(str(tmp_path / "store"))
+    unchecked = run(root, store, "run-1")  # no audit summary: drift was not checked
+    assert unchecked["drifted"] is None and read(store, "runs/run-1/manifest.json")["drift"] is None
+
+    summary = {  # the audit stage's summary.json, drift part (tasks.audit.check_drift)
+        "drifted": True,
+        "drift": {
+            "reference": {"features": "ref/features", "prepared": "ref/prepared"},
+            "pixels": {"mean_shift": [1.0, 0.5, 0.2]},
+            "pixels_drifted": False,
+            "embeddings": {
+                "p_value": 0.004,
+                "domain_auc": 0.71,
+                "drifted": True,
+                "most_shifted_classes": {"two": 0.09, "one": 0.01},
+            },
+            "drifted": True,
+        },
+    }
+    drifted = run(root, store, "run-2", audit=summary, report=REPORT)
+    assert drifted["drifted"] is True and drifted["drifted_classes"] == ["two", "one"]
+    drift = read(store, "runs/run-2/manifest.json")["drift"]
+    assert drift["drifted"] and drift["p_value"] == 0.004 and drift["domain_auc"] == 0.71
+    assert list(drift["most_shifted_classes"]) == ["two", "one"]
+    # ... and the report it uploads says so beside the champion line
+    html = store.get_bytes("runs/run-2/reports/report.html").decode()
+    assert "Retrained on drifted data:" in html and "most shifted classes: two, one" in html
 
 
 @pytest.mark.slow

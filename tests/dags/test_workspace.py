@@ -178,8 +178,23 @@ def test_only_a_new_champion_makes_a_published_asset_event(tmp_path: Path) -> No
         "dataset_version": "md5:abc.dir",
         "report": "file:///p/runs/run-2/reports/report.html",
         "uri": "file:///p/runs/run-2",
+        "drifted": None,
     }
     assert workspace.champion_event(outcome(status="challenger", promoted=False)) is None
     assert workspace.champion_event(outcome(status="champion", promoted=False)) is None  # held
     # the record is an earlier run's (restored from the run-cache): nothing new, no event
     assert workspace.champion_event(outcome("run-3", status="champion", promoted=True)) is None
+
+
+def test_the_publish_result_says_when_the_run_retrained_on_drifted_data(tmp_path: Path) -> None:
+    record = tmp_path / "publish.json"
+
+    def data(**drift) -> str:
+        record.write_text(json.dumps({"run_id": "run-2", "status": "champion", **drift}))
+        return workspace.publish_outcome(record, "run-2")["data"]
+
+    assert data(drifted=True, drifted_classes=["3", "8"]) == (
+        "retrained on drifted data (most shifted classes: 3, 8)"
+    )
+    assert data(drifted=False, drifted_classes=[]) == "no drift against the champion's data"
+    assert data(drifted=None) == data() and "not checked" in data()
