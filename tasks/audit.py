@@ -14,9 +14,12 @@ Three checks on the features stage's cached ResNet-50 embeddings (tasks/auditing
   median 0.82, 99th percentile 0.93-0.95, max 0.97: 0.97 flags only near-copies.
 - label-issue candidates on train + val: out-of-fold logistic-regression probabilities,
   cleanlab's find_label_issues, the top suspects per class with given and suggested label.
-- drift against the champion's data, when audit.reference_features/reference_prepared name
-  it: MMD permutation test + domain-classifier AUC on embeddings, per-channel pixel
-  statistics, the most shifted classes; summary.json's `drifted` is the verdict.
+- drift against a reference, when audit.reference_features/reference_prepared name it:
+  MMD permutation test + domain-classifier AUC on embeddings, per-channel pixel
+  statistics, the most shifted classes; summary.json's `drifted` is the verdict. Every run
+  also writes its data fingerprint (a seeded embedding subsample + pixel statistics), which
+  publish uploads: without a reference given here, publish compares this run's fingerprint
+  with the champion's (tasks/auditing/drift.py).
 
     reports/audit/
       summary.json          DVC metrics: passed, warnings, failed, near_duplicates,
@@ -25,6 +28,8 @@ Three checks on the features stage's cached ResNet-50 embeddings (tasks/auditing
       label_issues.csv      split, idx, given, suggested, self_confidence, suggested_prob
       near_duplicates.png   the most similar pairs side by side
       label_issues.png      the suspects with both labels
+      fingerprint.npz       drift fingerprint: embeddings (n, D), classes, backbone_sha256,
+                            pixel_mean, pixel_std (plain arrays, no pickle)
 """
 
 from __future__ import annotations
@@ -41,11 +46,12 @@ import pandas as pd
 from tasks.auditing import drift, duplicates, labels
 from tasks.common import UserError, atomic_dir, atomic_write_json, run_main
 from tasks.dataset import SPLITS, Prepared, open_prepared
-from tasks.layout import AUDIT_SUMMARY
+from tasks.layout import AUDIT_FINGERPRINT, AUDIT_SUMMARY
 from tasks.params import AuditParams, params_from_cli
 
 FEATURES_INFO = "features.json"  # tasks.features.INFO_FILE (not imported: it pulls in Keras)
 SUMMARY, PAIRS, ISSUES = AUDIT_SUMMARY, "near_duplicates.csv", "label_issues.csv"
+FINGERPRINT = AUDIT_FINGERPRINT
 PAIRS_PNG, ISSUES_PNG = "near_duplicates.png", "label_issues.png"
 NEAR_DUPLICATES = "near_duplicates_across_splits"  # the gated check's name
 
@@ -55,6 +61,7 @@ class Audit:
     summary: dict
     pairs: pd.DataFrame
     suspects: pd.DataFrame
+    fingerprint: drift.Fingerprint  # what the next run's drift check compares with
 
 
 def load_features(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -134,29 +141,47 @@ def check_labels(
     }
 
 
-def check_drift(*, prepared: Prepared, info: dict, feats: dict, cfg: AuditParams) -> dict | None:
-    """Drift of this data against the reference's; None when no reference is given."""
+def fingerprint_of(
+    prepared: Prepared, info: dict, feats: dict, cfg: AuditParams
+) -> drift.Fingerprint:
+    """This dataset's drift fingerprint: audit.drift_samples embeddings of every split (seeded
+    subsample), their class names, the backbone's sha256 and the pixel statistics."""
+    splits = [s for s in SPLITS if s in feats]
+    x = np.concatenate([feats[s] for s in splits])
+    names = np.asarray(prepared.classes)[np.concatenate([prepared.labels(s) for s in splits])]
+    rows = drift.pick(len(x), cfg.drift_samples, np.random.default_rng(cfg.seed))
+    pixels = _pixels(prepared)
+    return drift.Fingerprint(
+        embeddings=np.asarray(x[rows], np.float32),
+        classes=names[rows],
+        backbone_sha256=str(info.get("backbone_sha256")),
+        pixel_mean=pixels["mean"],
+        pixel_std=pixels["std"],
+    )
+
+
+def check_drift(*, new: drift.Fingerprint, cfg: AuditParams) -> dict | None:
+    """Drift of this data against audit.reference_features/_prepared; None when not given.
+    (Without them, publish compares with the champion's published fingerprint.)"""
     if cfg.reference_features is None:
         return None
     ref_info, ref_feats = load_features(Path(cfg.reference_features))
-    reference = open_prepared(cfg.reference_prepared)
-    ref_pixels = _pixels(reference)
-    new_pixels = _pixels(prepared)
-    shift = np.subtract(new_pixels["mean"], ref_pixels["mean"]).round(3).tolist()
-    out = {
+    reference = fingerprint_of(open_prepared(cfg.reference_prepared), ref_info, ref_feats, cfg)
+    return {
         "reference": {"features": cfg.reference_features, "prepared": cfg.reference_prepared},
-        "pixels": {"reference": ref_pixels, "new": new_pixels, "mean_shift": shift},
-        "pixels_drifted": bool(max(map(abs, shift)) > cfg.max_channel_shift),
+        **compare_with(reference, new, cfg),
     }
-    if ref_info.get("backbone_sha256") != info.get("backbone_sha256"):
-        out["embeddings"] = None
-        out["embeddings_note"] = "reference features come from other backbone weights"
-    else:
-        out["embeddings"] = _embedding_drift(reference, ref_feats, prepared, feats, cfg)
-    out["drifted"] = out["pixels_drifted"] or bool(
-        out["embeddings"] and out["embeddings"]["drifted"]
+
+
+def compare_with(reference: drift.Fingerprint, new: drift.Fingerprint, cfg: AuditParams) -> dict:
+    return drift.compare(
+        reference,
+        new,
+        alpha=cfg.drift_alpha,
+        permutations=cfg.drift_permutations,
+        max_channel_shift=cfg.max_channel_shift,
+        seed=cfg.seed,
     )
-    return out
 
 
 def _pixels(prepared: Prepared) -> dict:
@@ -176,28 +201,6 @@ def _pixels(prepared: Prepared) -> dict:
     return {"mean": np.round(mean, 3).tolist(), "std": np.round(np.sqrt(var - mean**2), 3).tolist()}
 
 
-def _embedding_drift(reference, ref_feats, prepared, feats, cfg: AuditParams) -> dict:
-    """MMD permutation test, domain AUC and per-class MMD on pooled, subsampled embeddings."""
-    rng = np.random.default_rng(cfg.seed)
-    sides = []
-    for ds, fs in ((reference, ref_feats), (prepared, feats)):
-        x = np.concatenate([fs[s] for s in SPLITS if s in fs])
-        names = np.asarray(ds.classes)[np.concatenate([ds.labels(s) for s in SPLITS if s in fs])]
-        rows = drift.pick(len(x), cfg.drift_samples, rng)
-        sides.append((np.asarray(x[rows], np.float64), names[rows]))
-    (ref, ref_y), (new, new_y) = sides
-    test = drift.mmd_test(ref, new, permutations=cfg.drift_permutations, seed=cfg.seed)
-    shifts = drift.class_shifts(ref, ref_y, new, new_y, gamma=test.pop("gamma"))
-    return {
-        **test,
-        "drifted": test["p_value"] < cfg.drift_alpha,
-        "alpha": cfg.drift_alpha,
-        "domain_auc": drift.domain_auc(ref, new, folds=3, seed=cfg.seed),
-        "samples": [len(ref), len(new)],
-        "most_shifted_classes": dict(list(shifts.items())[:3]),
-    }
-
-
 def audit(*, prepared: Prepared, features_dir: Path, cfg: AuditParams) -> Audit:
     """Run the three checks; the verdict (passed, warnings, failed) first in the summary."""
     info, feats = load_features(features_dir)
@@ -207,7 +210,8 @@ def audit(*, prepared: Prepared, features_dir: Path, cfg: AuditParams) -> Audit:
     seconds["near_duplicates"] = time.perf_counter() - start
     suspects, issues = check_labels(prepared=prepared, feats=feats, cfg=cfg)
     seconds["label_issues"] = time.perf_counter() - start - sum(seconds.values())
-    shifted = check_drift(prepared=prepared, info=info, feats=feats, cfg=cfg)
+    fingerprint = fingerprint_of(prepared, info, feats, cfg)
+    shifted = check_drift(new=fingerprint, cfg=cfg)
     seconds["drift"] = time.perf_counter() - start - sum(seconds.values())
     failing = [] if near["success"] else [NEAR_DUPLICATES]
     summary = {
@@ -220,7 +224,7 @@ def audit(*, prepared: Prepared, features_dir: Path, cfg: AuditParams) -> Audit:
         "drift": shifted,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
-    return Audit(summary=summary, pairs=pairs, suspects=suspects)
+    return Audit(summary=summary, pairs=pairs, suspects=suspects, fingerprint=fingerprint)
 
 
 def write(result: Audit, *, prepared: Prepared, out: Path, pairs_shown: int) -> None:
@@ -240,6 +244,7 @@ def write(result: Audit, *, prepared: Prepared, out: Path, pairs_shown: int) -> 
         atomic_write_json(tmp / SUMMARY, result.summary)
         result.pairs.to_csv(tmp / PAIRS, index=False)
         result.suspects.to_csv(tmp / ISSUES, index=False)
+        drift.save_fingerprint(result.fingerprint, tmp / FINGERPRINT)
         save(
             pairs_figure(result.pairs, image, classes_of=class_of, shown=pairs_shown),
             tmp / PAIRS_PNG,

@@ -51,3 +51,4 @@ TFLITE_MODEL = "model.tflite"  # LiteRT
 EXPORT_INFO = "export.json"  # per format: bytes, sha256, parity, latency and throughput
 
 AUDIT_SUMMARY = "summary.json"  # in audit.out_dir: the verdicts (DVC metrics); publish reads drift
+AUDIT_FINGERPRINT = "fingerprint.npz"  # in audit.out_dir: what drift is measured on

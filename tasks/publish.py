@@ -48,6 +48,7 @@ from tasks.calibration import temperature_of
 from tasks.common import UserError, atomic_write_json, file_digest, lines_digest, run_main
 from tasks.dataset import Prepared, open_prepared
 from tasks.layout import (
+    AUDIT_FINGERPRINT,
     AUDIT_SUMMARY,
     CHAMPION,
     DETAILS,
@@ -60,7 +61,7 @@ from tasks.layout import (
 )
 from tasks.layout import MODEL as MODEL_FILE
 from tasks.lineage import dataset_version, git_commit, new_run_id, recorded_run_id
-from tasks.params import PublishParams, params_from_cli
+from tasks.params import AuditParams, PublishParams, params_from_cli
 from tasks.runtimes import pointer_exports
 from tasks.storage import (
     Blob,
@@ -118,6 +119,15 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class DataCheck:
+    """The audit stage's word on this run's data: its summary and its drift fingerprint."""
+
+    summary: dict | None  # summary.json; its `drift` when audit.reference_* was given
+    fingerprint: Path | None  # fingerprint.npz: compared with the champion's otherwise
+    cfg: AuditParams
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything publish will write, decided before the first write."""
 
@@ -142,13 +152,14 @@ def publish(
     evaluated: Path | None = None,
     exports_dir: str | None = None,
     report: str | None = None,
-    audit: dict | None = None,
+    data: DataCheck | None = None,
 ) -> dict[str, Any]:
     """Plan (read, hash, score, gate: nothing written), then apply: the run's files, its
     manifest, and last the champion, if the gate says so.
 
-    `audit`: the audit stage's summary.json; its drift verdict against the champion's data
-    goes into the manifest (`drift`) and the record (`drifted`, `drifted_classes`).
+    `data`: the audit's outputs; the drift of this run's data against the reference the
+    audit was given, else against the champion's published fingerprint, goes into the
+    manifest (`drift`), the record (`drifted`, `drifted_classes`) and the uploaded report.
 
     `report`: visualize.report; when it is among the files, the copy uploaded carries the
     gate's decision in its answer (tasks.headline.with_decision).
@@ -180,13 +191,12 @@ def publish(
 
     judge = functools.partial(verdict_on, store=store, run=run, cfg=cfg, prepared=prepared)
     verdict = judge(store.get(CHAMPION))
+    drift = published.get("drift") if published else data_drift(store, data, verdict.champion)
     with tempfile.TemporaryDirectory() as tmp:
         if report:  # the uploaded report says what the gate decided (its manifest's decision)
             decision = (
-                published["decision"] | drift_verdict(published.get("drift"))
-                if published
-                else decision_of(run.score, verdict) | drift_verdict(drift_of(audit))
-            )
+                published["decision"] if published else decision_of(run.score, verdict)
+            ) | drift_verdict(drift)
             run = with_decided_report(run, report, decision, Path(tmp) / Path(report).name)
             same_files(published, run.hashes, uri=uri)
         plan = plan_run(
@@ -197,7 +207,7 @@ def publish(
             dataset_version=dataset_version,
             params=params,
             metrics=metrics,
-            drift=drift_of(audit),
+            drift=drift,
         )
         uploaded = apply(store, plan)
     verdict = promote(store, run, plan, judge)
@@ -214,13 +224,71 @@ def publish(
         "dataset_version": dataset_version,
         "report": f"{uri}/{report}" if report else None,
         **decision,
-        **drift_verdict(drift_of(audit)),
+        **drift_verdict(drift),
     }
 
 
+def data_drift(store: Store, data: DataCheck | None, champion: dict | None) -> dict | None:
+    """The manifest's `drift`: the audit's verdict against the reference it was given, else
+    this run's fingerprint against the champion's; None when neither can be compared."""
+    if data is None:
+        return None
+    if (data.summary or {}).get("drift"):
+        return drift_of(data.summary)
+    if champion is None or data.fingerprint is None or not data.fingerprint.is_file():
+        return None
+    return drift_of({"drift": champion_drift(store, champion, data)})
+
+
+def champion_drift(store: Store, champion: dict, data: DataCheck) -> dict | None:
+    """This run's fingerprint against the one published with the champion (downloaded and
+    checked against the sha256 its manifest records); None when the champion has none."""
+    from tasks.auditing import drift
+
+    key = champion.get("manifest")
+    blob = store.get(key) if key else None
+    if blob is None or hashlib.sha256(blob.data).hexdigest() != champion.get("manifest_sha256"):
+        log.warning("%s: no verified champion manifest; drift not checked", store.uri)
+        return None
+    manifest = json.loads(blob.data)
+    folder = ((manifest.get("params") or {}).get("audit") or {}).get("out_dir", data.cfg.out_dir)
+    entry = next(
+        (f for f in manifest.get("files", []) if f["path"] == f"{folder}/{AUDIT_FINGERPRINT}"),
+        None,
+    )
+    if entry is None:
+        log.warning("champion %s has no data fingerprint; drift not checked", champion["run_id"])
+        return None
+    remote = f"{Path(key).parent.as_posix()}/{entry['path']}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / AUDIT_FINGERPRINT
+        store.get_file(remote, path)
+        if file_digest(path) != entry["sha256"]:
+            raise UserError(
+                f"{store.uri}/{remote}: sha256 does not match the champion's manifest; "
+                "the champion's run is damaged"
+            )
+        reference = drift.load_fingerprint(path, what=f"{store.uri}/{remote}")
+    new = drift.load_fingerprint(data.fingerprint, what=str(data.fingerprint))
+    cfg = data.cfg
+    verdict = drift.compare(
+        reference,
+        new,
+        alpha=cfg.drift_alpha,
+        permutations=cfg.drift_permutations,
+        max_channel_shift=cfg.max_channel_shift,
+        seed=cfg.seed,
+    )
+    reference_run = {
+        "champion_run": champion["run_id"],
+        "dataset_version": champion.get("dataset_version"),
+    }
+    return {"reference": reference_run, **verdict}
+
+
 def drift_of(audit: dict | None) -> dict | None:
-    """The manifest's `drift`: the audit's verdict on this run's data against the champion's
-    (the reference it was given), or None when no reference was compared."""
+    """The manifest's `drift` from a verdict shaped as the audit's summary.json holds it, or
+    None when no reference was compared."""
     shifted = (audit or {}).get("drift")
     if not shifted:
         return None
@@ -743,7 +811,11 @@ def main() -> None:
             evaluated=_details_of(params.publish.model, params),
             exports_dir=params.export.out_dir,
             report=params.visualize.report,
-            audit=_audit_summary(Path(params.audit.out_dir)),
+            data=DataCheck(
+                summary=_audit_summary(Path(params.audit.out_dir)),
+                fingerprint=Path(params.audit.out_dir) / AUDIT_FINGERPRINT,
+                cfg=params.audit,
+            ),
         )
     except StoreUnavailable as e:  # the champion and the bucket are untouched
         print(f"error: {e}", file=sys.stderr)

@@ -10,7 +10,12 @@ channel, in 0..255 levels, which catches a camera or preprocessing change by its
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
+
+from tasks.common import UserError, atomic_path
 
 
 def pick(total: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -85,3 +90,90 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> dict[str, list[float
     mean = total / max(count, 1)
     std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean**2, 0))
     return {"mean": np.round(mean, 3).tolist(), "std": np.round(std, 3).tolist()}
+
+
+# --- a run's data in one small file, so the next run can compare with it ----------------
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What drift is measured on, for one dataset: a seeded subsample of its embeddings
+    (every split), their class names, the backbone that computed them and the pixel
+    statistics of all its images. Saved with the run (audit's fingerprint.npz, ~1000 x 2048
+    float32 = 8 MB), so a later run compares with the champion's data without its features."""
+
+    embeddings: np.ndarray  # (n, D) float32
+    classes: np.ndarray  # (n,) class names
+    backbone_sha256: str
+    pixel_mean: list[float]
+    pixel_std: list[float]
+
+
+def save_fingerprint(fp: Fingerprint, path: Path) -> None:
+    """np.savez of plain arrays (no pickle: loading it runs no code)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f,
+            embeddings=np.asarray(fp.embeddings, np.float32),
+            classes=np.asarray(fp.classes, dtype=str),
+            backbone_sha256=np.asarray(fp.backbone_sha256, dtype=str),
+            pixel_mean=np.asarray(fp.pixel_mean, np.float64),
+            pixel_std=np.asarray(fp.pixel_std, np.float64),
+        )
+
+
+def load_fingerprint(path: Path, *, what: str) -> Fingerprint:
+    """The file save_fingerprint wrote; one clear error naming `what` if it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return Fingerprint(
+                embeddings=z["embeddings"],
+                classes=z["classes"],
+                backbone_sha256=str(z["backbone_sha256"]),
+                pixel_mean=z["pixel_mean"].tolist(),
+                pixel_std=z["pixel_std"].tolist(),
+            )
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{what}: not a data fingerprint ({type(e).__name__}: {e})") from None
+
+
+def compare(
+    ref: Fingerprint,
+    new: Fingerprint,
+    *,
+    alpha: float,
+    permutations: int,
+    max_channel_shift: float,
+    seed: int,
+) -> dict:
+    """The drift verdict of `new` against `ref`: pixel mean shift per channel, and on the
+    embeddings (same backbone only) the MMD permutation test, the domain AUC and the most
+    shifted classes. `drifted` when either says so."""
+    shift = np.round(np.subtract(new.pixel_mean, ref.pixel_mean), 3).tolist()
+    out: dict = {
+        "pixels": {
+            "reference": {"mean": ref.pixel_mean, "std": ref.pixel_std},
+            "new": {"mean": new.pixel_mean, "std": new.pixel_std},
+            "mean_shift": shift,
+        },
+        "pixels_drifted": bool(max(map(abs, shift)) > max_channel_shift),
+    }
+    if ref.backbone_sha256 != new.backbone_sha256:
+        out["embeddings"] = None
+        out["embeddings_note"] = "reference features come from other backbone weights"
+    else:
+        a, b = np.asarray(ref.embeddings, np.float64), np.asarray(new.embeddings, np.float64)
+        test = mmd_test(a, b, permutations=permutations, seed=seed)
+        shifts = class_shifts(a, ref.classes, b, new.classes, gamma=test.pop("gamma"))
+        out["embeddings"] = {
+            **test,
+            "drifted": test["p_value"] < alpha,
+            "alpha": alpha,
+            "domain_auc": domain_auc(a, b, folds=3, seed=seed),
+            "samples": [len(a), len(b)],
+            "most_shifted_classes": dict(list(shifts.items())[:3]),
+        }
+    out["drifted"] = out["pixels_drifted"] or bool(
+        out["embeddings"] and out["embeddings"]["drifted"]
+    )
+    return out

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.audit import FEATURES_INFO, audit, check_drift, load_features, main
-from tasks.auditing import duplicates, labels
+from tasks.audit import FEATURES_INFO, audit, check_drift, fingerprint_of, load_features, main
+from tasks.auditing import drift, duplicates, labels
 from tasks.common import run_main
 from tasks.dataset import open_prepared
 from tasks.params import section
@@ -155,13 +155,17 @@ def test_drift_same_data_is_not_drifted_shifted_data_is(tmp_path: Path):
         "audit", reference_features=str(ref_features), reference_prepared=str(ref_prepared)
     )
     info, feats = load_features(ref_features)
-    verdict = check_drift(prepared=open_prepared(ref_prepared), info=info, feats=feats, cfg=same)
+    verdict = check_drift(
+        new=fingerprint_of(open_prepared(ref_prepared), info, feats, same), cfg=same
+    )
     assert verdict["drifted"] is False
     assert verdict["embeddings"]["p_value"] > 0.5 and verdict["embeddings"]["domain_auc"] < 0.65
 
     new_prepared, new_features = dataset(tmp_path / "new", seed=1, brighten=40)
     info, feats = load_features(new_features)
-    verdict = check_drift(prepared=open_prepared(new_prepared), info=info, feats=feats, cfg=same)
+    verdict = check_drift(
+        new=fingerprint_of(open_prepared(new_prepared), info, feats, same), cfg=same
+    )
     assert verdict["drifted"] is True and verdict["embeddings"]["drifted"]
     assert verdict["pixels_drifted"] and min(verdict["pixels"]["mean_shift"]) > 20
     assert verdict["embeddings"]["domain_auc"] > 0.9
@@ -179,7 +183,9 @@ def test_drift_of_one_class_names_that_class(tmp_path: Path):
         "audit", reference_features=str(ref_features), reference_prepared=str(ref_prepared)
     )
     info, feats = load_features(new_features)
-    verdict = check_drift(prepared=open_prepared(new_prepared), info=info, feats=feats, cfg=cfg)
+    verdict = check_drift(
+        new=fingerprint_of(open_prepared(new_prepared), info, feats, cfg), cfg=cfg
+    )
     assert verdict["drifted"] and not verdict["pixels_drifted"]
     assert next(iter(verdict["embeddings"]["most_shifted_classes"])) == "c3"
     # what publish records in the manifest and the DAG's publish result (the stage's summary)
@@ -223,6 +229,11 @@ def test_stage_warns_or_stops_on_near_duplicates(tmp_path: Path, capsys, severit
     assert len(pd.read_csv(out / "near_duplicates.csv")) == 3
     assert (out / "near_duplicates.png").stat().st_size > 5000
     assert (out / "label_issues.png").is_file()
+    # the fingerprint the next run's publish compares with: a subsample of every split
+    fp = drift.load_fingerprint(out / "fingerprint.npz", what="fingerprint")
+    n = sum(len(np.load(tmp_path / "features" / f"{s}.npy")) for s in ("train", "val", "test"))
+    assert fp.embeddings.shape == (min(n, 1000), 32) and len(fp.classes) == len(fp.embeddings)
+    assert set(fp.classes) == set(CLASSES) and len(fp.pixel_mean) == 3
     assert "near_duplicates_across_splits" in err  # the warning, or the error naming it
     assert "Traceback" not in err
 

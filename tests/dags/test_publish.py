@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tasks.auditing import drift
 from tasks.common import UserError
 from tasks.dataset import open_prepared
 from tasks.params import PublishParams, load_params, section
-from tasks.publish import publish
+from tasks.publish import DataCheck, publish
 from tasks.storage import Conflict, FileHash, MiB, hash_file, open_store
 from tests.conftest import ROOT, free_port
 from tests.helpers import random_images, write_prepared
@@ -86,7 +87,7 @@ def run(
     cfg: PublishParams = CFG,
     exports_dir: str | None = None,
     report: str | None = None,
-    audit: dict | None = None,
+    data: DataCheck | None = None,
 ):
     return publish(
         store=store,
@@ -100,7 +101,7 @@ def run(
         root=root,
         exports_dir=exports_dir,
         report=report,
-        audit=audit,
+        data=data,
     )
 
 
@@ -184,7 +185,8 @@ def test_the_manifest_records_the_audits_drift_verdict(tmp_path: Path) -> None:
             "drifted": True,
         },
     }
-    drifted = run(root, store, "run-2", audit=summary, report=REPORT)
+    checked = DataCheck(summary=summary, fingerprint=None, cfg=section("audit"))
+    drifted = run(root, store, "run-2", data=checked, report=REPORT)
     assert drifted["drifted"] is True and drifted["drifted_classes"] == ["two", "one"]
     drift = read(store, "runs/run-2/manifest.json")["drift"]
     assert drift["drifted"] and drift["p_value"] == 0.004 and drift["domain_auc"] == 0.71
@@ -192,6 +194,54 @@ def test_the_manifest_records_the_audits_drift_verdict(tmp_path: Path) -> None:
     # ... and the report it uploads says so beside the champion line
     html = store.get_bytes("runs/run-2/reports/report.html").decode()
     assert "Retrained on drifted data:" in html and "most shifted classes: two, one" in html
+
+
+def fingerprint(path: Path, *, seed: int, shift_class: str | None = None) -> Path:
+    """A data fingerprint as the audit writes it: 300 embeddings of 3 classes around their
+    class centres; `shift_class`'s embeddings moved (drift in that class only)."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(0).normal(0, 1, (3, 16))
+    y = np.repeat(CLASSES, 100)
+    x = centres[np.repeat(np.arange(3), 100)] + rng.normal(0, 0.5, (300, 16))
+    if shift_class:
+        x[y == shift_class] += 1.5
+    path.parent.mkdir(parents=True, exist_ok=True)
+    drift.save_fingerprint(
+        drift.Fingerprint(x.astype(np.float32), y, "backbone-sha", [120.0] * 3, [60.0] * 3), path
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_without_a_reference_the_run_is_compared_with_the_champions_fingerprint(
+    tmp_path: Path,
+) -> None:
+    root = project(tmp_path / "p", test_labels=[0, 0, 1], answer=0)
+    store = open_store(str(tmp_path / "store"))
+    cfg = dataclasses.replace(CFG, artifacts=(*CFG.artifacts, "reports/audit"))
+    fp = root / "reports/audit/fingerprint.npz"
+
+    def publish_with(run_id: str, **kw) -> dict:
+        fingerprint(fp, **kw)
+        check = DataCheck(summary={"drift": None}, fingerprint=fp, cfg=section("audit"))
+        return run(root, store, run_id, cfg=cfg, data=check)
+
+    first = publish_with("run-1", seed=1)  # no champion yet: nothing to compare with
+    assert first["status"] == "champion" and first["drifted"] is None
+    same = publish_with("run-2", seed=2)  # new draw, same distribution
+    assert same["drifted"] is False
+    assert read(store, "runs/run-2/manifest.json")["drift"]["reference"] == {
+        "champion_run": "run-1",
+        "dataset_version": "md5:v1",
+    }
+    moved = publish_with("run-3", seed=3, shift_class="two")
+    assert moved["drifted"] is True and moved["drifted_classes"][0] == "two"
+
+    # the champion's fingerprint changed behind its manifest's back: refused, nothing written
+    (tmp_path / "store/runs/run-1/reports/audit/fingerprint.npz").write_bytes(b"not it")
+    with pytest.raises(UserError, match="sha256 does not match the champion's manifest"):
+        publish_with("run-4", seed=4)
+    assert store.get_bytes("runs/run-4/manifest.json") is None
 
 
 @pytest.mark.slow
