@@ -169,19 +169,8 @@ def check_drift(*, new: drift.Fingerprint, cfg: AuditParams) -> dict | None:
     reference = fingerprint_of(open_prepared(cfg.reference_prepared), ref_info, ref_feats, cfg)
     return {
         "reference": {"features": cfg.reference_features, "prepared": cfg.reference_prepared},
-        **compare_with(reference, new, cfg),
+        **drift.compare_with(reference, new, cfg),
     }
-
-
-def compare_with(reference: drift.Fingerprint, new: drift.Fingerprint, cfg: AuditParams) -> dict:
-    return drift.compare(
-        reference,
-        new,
-        alpha=cfg.drift_alpha,
-        permutations=cfg.drift_permutations,
-        max_channel_shift=cfg.max_channel_shift,
-        seed=cfg.seed,
-    )
 
 
 def _pixels(prepared: Prepared) -> dict:

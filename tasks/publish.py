@@ -270,15 +270,7 @@ def champion_drift(store: Store, champion: dict, data: DataCheck) -> dict | None
             )
         reference = drift.load_fingerprint(path, what=f"{store.uri}/{remote}")
     new = drift.load_fingerprint(data.fingerprint, what=str(data.fingerprint))
-    cfg = data.cfg
-    verdict = drift.compare(
-        reference,
-        new,
-        alpha=cfg.drift_alpha,
-        permutations=cfg.drift_permutations,
-        max_channel_shift=cfg.max_channel_shift,
-        seed=cfg.seed,
-    )
+    verdict = drift.compare_with(reference, new, data.cfg)
     reference_run = {
         "champion_run": champion["run_id"],
         "dataset_version": champion.get("dataset_version"),

@@ -177,3 +177,15 @@ def compare(
         out["embeddings"] and out["embeddings"]["drifted"]
     )
     return out
+
+
+def compare_with(ref: Fingerprint, new: Fingerprint, cfg) -> dict:
+    """compare() with the audit params' settings (`cfg`: tasks.params.AuditParams)."""
+    return compare(
+        ref,
+        new,
+        alpha=cfg.drift_alpha,
+        permutations=cfg.drift_permutations,
+        max_channel_shift=cfg.max_channel_shift,
+        seed=cfg.seed,
+    )
