@@ -62,6 +62,8 @@ class Audit:
     pairs: pd.DataFrame
     suspects: pd.DataFrame
     fingerprint: drift.Fingerprint  # what the next run's drift check compares with
+    seconds: dict  # per check; printed, not in summary.json (its bytes must repeat: publish
+    #                depends on it, and an unchanged run must not publish again)
 
 
 def load_features(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -211,9 +213,9 @@ def audit(*, prepared: Prepared, features_dir: Path, cfg: AuditParams) -> Audit:
         "near_duplicates": near,
         "label_issues": issues,
         "drift": shifted,
-        "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
-    return Audit(summary=summary, pairs=pairs, suspects=suspects, fingerprint=fingerprint)
+    seconds = {k: round(v, 2) for k, v in seconds.items()}
+    return Audit(summary, pairs, suspects, fingerprint, seconds)
 
 
 def write(result: Audit, *, prepared: Prepared, out: Path, pairs_shown: int) -> None:
@@ -254,6 +256,7 @@ def main() -> None:
     print(f"  near-duplicates across splits: {near['pairs'] or 'none'}  shares {near['observed']}")
     print(f"  label-issue candidates: {issues['found']} of {issues['checked']}")
     print(f"  drifted: {'no reference given' if s['drifted'] is None else s['drifted']}")
+    print(f"  seconds: {result.seconds}")
     for name in s["warnings"]:  # stderr, like run_main's "error:" line
         print(
             f"warning: {name}: {near['observed']} of val/test images have a near-duplicate in "

@@ -110,16 +110,25 @@ class Fingerprint:
 
 
 def save_fingerprint(fp: Fingerprint, path: Path) -> None:
-    """np.savez of plain arrays (no pickle: loading it runs no code)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(
-            f,
-            embeddings=np.asarray(fp.embeddings, np.float32),
-            classes=np.asarray(fp.classes, dtype=str),
-            backbone_sha256=np.asarray(fp.backbone_sha256, dtype=str),
-            pixel_mean=np.asarray(fp.pixel_mean, np.float64),
-            pixel_std=np.asarray(fp.pixel_std, np.float64),
-        )
+    """An .npz of plain arrays (no pickle: loading it runs no code), byte for byte the same
+    for the same data (np.savez stamps the time into the zip; publish depends on the file)."""
+    import io
+    import zipfile
+
+    arrays = {
+        "embeddings": np.asarray(fp.embeddings, np.float32),
+        "classes": np.asarray(fp.classes, dtype=str),
+        "backbone_sha256": np.asarray(fp.backbone_sha256, dtype=str),
+        "pixel_mean": np.asarray(fp.pixel_mean, np.float64),
+        "pixel_std": np.asarray(fp.pixel_std, np.float64),
+    }
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as z:
+        for name, a in arrays.items():
+            buf = io.BytesIO()
+            np.save(buf, a, allow_pickle=False)
+            z.writestr(
+                zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue()
+            )
 
 
 def load_fingerprint(path: Path, *, what: str) -> Fingerprint:

@@ -231,6 +231,10 @@ def test_stage_warns_or_stops_on_near_duplicates(tmp_path: Path, capsys, severit
     assert (out / "label_issues.png").is_file()
     # the fingerprint the next run's publish compares with: a subsample of every split
     fp = drift.load_fingerprint(out / "fingerprint.npz", what="fingerprint")
+    # the same data gives the same bytes (publish depends on it: no change, no new publish)
+    drift.save_fingerprint(fp, tmp_path / "again.npz")
+    assert (tmp_path / "again.npz").read_bytes() == (out / "fingerprint.npz").read_bytes()
+    assert "seconds" not in summary
     n = sum(len(np.load(tmp_path / "features" / f"{s}.npy")) for s in ("train", "val", "test"))
     assert fp.embeddings.shape == (min(n, 1000), 32) and len(fp.classes) == len(fp.embeddings)
     assert set(fp.classes) == set(CLASSES) and len(fp.pixel_mean) == 3
